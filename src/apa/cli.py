@@ -1,0 +1,53 @@
+"""The `apa` command. Each subcommand lives in apa.commands.<name> with add_arguments/run.
+
+Nothing heavy is imported until a subcommand runs, so `apa --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from apa.errors import ApaError
+
+# name -> (module under apa.commands, one-line help)
+COMMANDS = {
+    "demo": ("demo", "offline end-to-end run on a tiny model: train, predict, evaluate"),
+    "prepare": ("prepare", "build manifests from speechocean762 (official layout or Hugging Face)"),
+    "validate": ("validate", "check a manifest and report every problem"),
+    "prompt": ("prompt", "print the exact prompt and reference target of one utterance"),
+    "tiny-model": ("tiny_model", "write a tiny random Qwen2-Audio with processor, built offline"),
+    "predict": ("predict", "generate score text for a manifest (batched, resumable)"),
+    "evaluate": ("evaluate", "PCC/SCC/RMSE/Kendall of predictions against a manifest"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="apa", description=__doc__.splitlines()[0])
+    from apa import __version__
+
+    parser.add_argument("--version", action="version", version=f"apa {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(f"apa.commands.{module_name}")
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except ApaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished work is saved and the command can be resumed", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
