@@ -20,6 +20,8 @@ COMMANDS = {
     "tiny-model": ("tiny_model", "write a tiny random Qwen2-Audio with processor, built offline"),
     "predict": ("predict", "generate score text for a manifest (batched, resumable)"),
     "evaluate": ("evaluate", "PCC/SCC/RMSE/Kendall of predictions against a manifest"),
+    "train": ("train", "LoRA fine-tuning with SFT, SimPO+CE or DPO from a YAML config"),
+    "pairs": ("pairs", "write simulated preference pairs for inspection"),
 }
 
 

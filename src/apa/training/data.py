@@ -1,0 +1,82 @@
+"""Which utterances go into which micro-batch, epoch by epoch, on which process.
+
+The order is a pure function of (seed, epoch, world size), so a resumed run rebuilds the
+same epoch and skips the batches it already did: the sampler's whole state is
+(epoch, position).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from apa.data.manifest import Utterance
+
+# Length-grouped batching sorts within windows of this many batches: enough to make batches
+# of similar length, few enough that the order stays random across the epoch.
+GROUP_WINDOW_BATCHES = 64
+
+
+@dataclass
+class Source:
+    utterances: list[Utterance]
+    weight: float
+
+
+def utterance_length(utt: Utterance) -> float:
+    """Cost proxy for grouping: audio seconds (when known) plus response size."""
+    phones = sum(len(w.phones) for w in utt.words)
+    return (utt.duration or 0.0) + 0.05 * (len(utt.words) + phones)
+
+
+def epoch_examples(sources: list[Source], seed: int, epoch: int) -> list[Utterance]:
+    """The weighted mixture for one epoch: weight w gives floor(w) full copies of a corpus plus
+    a fresh random fraction (w - floor(w)) of it."""
+    rng = np.random.default_rng([seed, epoch, 1])
+    examples: list[Utterance] = []
+    for source in sources:
+        whole, fraction = divmod(source.weight, 1.0)
+        for _ in range(int(whole)):
+            examples.extend(source.utterances)
+        n_extra = int(round(fraction * len(source.utterances)))
+        if n_extra:
+            picks = rng.choice(len(source.utterances), size=n_extra, replace=False)
+            examples.extend(source.utterances[i] for i in sorted(picks))
+    return examples
+
+
+def epoch_batches(examples: list[Utterance], batch_size: int, seed: int, epoch: int,
+                  group_by_length: bool, grad_accum: int = 1, rank: int = 0,
+                  world_size: int = 1) -> list[list[Utterance]]:
+    """This process's micro-batches for one epoch; every process gets the same number.
+
+    Optimizer step s covers global batches [s*A*W, (s+1)*A*W) (A = grad_accum, W = world
+    size) and process r takes A consecutive ones of them, so a step sees the same examples
+    whatever the number of processes: a 2-process run reproduces a 1-process run with A*2.
+    """
+    rng = np.random.default_rng([seed, epoch, 2])
+    order = rng.permutation(len(examples))
+    if group_by_length and batch_size > 1:
+        window = batch_size * GROUP_WINDOW_BATCHES
+        chunks = [order[i:i + window] for i in range(0, len(order), window)]
+        order = np.concatenate([sorted(c, key=lambda i: -utterance_length(examples[i])) for c in chunks])
+    batches = [[examples[i] for i in order[j:j + batch_size]] for j in range(0, len(order), batch_size)]
+    if group_by_length and batch_size > 1:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    if world_size == 1:
+        return batches
+    # Equal counts per process keep gradient all-reduces in step; the few left over are dropped.
+    window = grad_accum * world_size
+    mine = []
+    for start in range(0, len(batches) - window + 1, window):
+        mine.extend(batches[start + rank * grad_accum:start + (rank + 1) * grad_accum])
+    tail = batches[len(batches) - len(batches) % window:]
+    per_process = len(tail) // world_size
+    mine.extend(tail[rank * per_process:(rank + 1) * per_process])
+    return mine
+
+
+def steps_per_epoch(n_batches: int, grad_accum: int) -> int:
+    return math.ceil(n_batches / grad_accum)
