@@ -1,6 +1,6 @@
-"""The `apa` command. Each subcommand lives in apa.commands.<name> with add_arguments/run.
+"""apa: score English pronunciation with fine-tuned audio language models (Qwen2-Audio).
 
-Nothing heavy is imported until a subcommand runs, so `apa --help` is instant.
+Each subcommand lives in apa.commands.<name> with add_arguments/run. Nothing heavy is imported until a subcommand runs, so `apa --help` is instant.
 """
 
 from __future__ import annotations
@@ -25,22 +25,26 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """All subcommands are listed; only ``command``'s module is imported to add its options."""
     parser = argparse.ArgumentParser(prog="apa", description=__doc__.splitlines()[0])
     from apa import __version__
 
     parser.add_argument("--version", action="version", version=f"apa {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(f"apa.commands.{module_name}")
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(command_parser)
-        command_parser.set_defaults(_run=module.run)
+        if name == command:
+            module = importlib.import_module(f"apa.commands.{module_name}")
+            module.add_arguments(command_parser)
+            command_parser.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except ApaError as e:

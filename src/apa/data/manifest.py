@@ -5,7 +5,7 @@ corpus without phone labels, like the paper's private set)::
 
     {"id": "000010011", "audio": "../so762/WAVE/SPEAKER0001/000010011.ogg",
      "text": "WE CALL IT BEAR", "speaker": "0001",
-     "speaker_info": {"age": 37, "gender": "m"}, "duration": 2.58,
+     "speaker_info": {"age": 6, "gender": "m"}, "duration": 2.58,
      "scores": {"accuracy": 8, "fluency": 9, "prosody": 9, "completeness": 10, "total": 7},
      "words": [{"text": "WE", "phones": ["W", "IY0"],
                 "scores": {"accuracy": 10, "stress": 10, "total": 10},
