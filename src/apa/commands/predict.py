@@ -1,0 +1,55 @@
+"""`apa predict`: generate score text for every utterance of a manifest (batched, resumable)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from apa.modeling import DEFAULT_MODEL
+    from apa.tasks import TASKS
+
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"base model: a directory or hub id (default {DEFAULT_MODEL}, needs the network "
+                             "or the local cache)")
+    parser.add_argument("--adapter", default=None, help="LoRA adapter directory saved by `apa train`")
+    parser.add_argument("--data", required=True, metavar="MANIFEST", help="manifest (JSONL) of utterances to score")
+    parser.add_argument("--task", required=True, choices=list(TASKS), help="which scores to generate")
+    parser.add_argument("--out", required=True, metavar="PRED.jsonl",
+                        help="predictions file; ids already in it are skipped (resume)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="only the first N utterances of the manifest")
+    parser.add_argument("--batch-size", type=int, default=8, help="utterances per generate call (default 8)")
+    parser.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+                        help="token budget per response (default: 1.5 x the longest valid response + 16)")
+    parser.add_argument("--decoding", default="free", choices=["free"],
+                        help="decoding mode (default free: plain greedy)")
+    parser.add_argument("--dtype", default="auto", help="auto (bf16 on a GPU that has it, else float32), "
+                                                         "bf16, fp16 or fp32")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from apa.data.manifest import read_manifest
+    from apa.errors import ApaError
+    from apa.inference.generate import predict_manifest
+    from apa.modeling import load_model_and_processor
+    from apa.tasks import get_task
+
+    task = get_task(args.task)
+    if args.limit is not None and args.limit < 1:
+        raise ApaError(f"--limit must be at least 1, got {args.limit}")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ApaError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    utts = read_manifest(args.data)
+    if args.limit is not None:
+        utts = utts[:args.limit]
+    model, processor = load_model_and_processor(args.model, adapter=args.adapter, dtype=args.dtype,
+                                                device=args.device)
+    summary = predict_manifest(model, processor, utts, task, args.out, batch_size=args.batch_size,
+                               max_new_tokens=args.max_new_tokens, decoding=args.decoding,
+                               progress=not args.no_progress)
+    print(f"{summary.new} predicted, {summary.skipped} already in {args.out}")
+    print(f"parse rate: {summary.parse_rate:.1%} ({summary.parsed}/{summary.total} outputs parse without problems)")
+    return 0

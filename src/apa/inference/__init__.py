@@ -1,0 +1,1 @@
+"""Inference: batched generation of score text (generate.py); decoding modes plug in there."""

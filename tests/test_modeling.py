@@ -1,0 +1,168 @@
+"""The tiny model builder, loading errors and LoRA placement (apa.modeling)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from apa.errors import ApaError
+from apa.modeling import (SPECIAL_TOKENS, add_lora, language_model_path, load_adapter, load_model_and_processor,
+                          make_tiny_model)
+from apa.prompts import CHAT_TEMPLATE, prompt_text
+from apa.tasks import TASKS
+
+
+def _forward_logits(model, processor, clips, texts=None):
+    texts = texts or ["<|audio_bos|><|AUDIO|><|audio_eos|>Score this."] * len(clips)
+    batch = processor(text=texts, audio=clips, sampling_rate=16000, padding=True, padding_side="left",
+                      return_tensors="pt")
+    with torch.no_grad():
+        return model(**batch).logits, batch
+
+
+def test_tiny_model_reloads_with_from_pretrained_and_same_logits(tiny_model_dir, make_sine):
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    built, built_processor = make_tiny_model(seed=0)
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_model_dir).eval()
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    assert type(processor).__name__ == "Qwen2AudioProcessor"
+    assert processor.tokenizer.get_vocab() == built_processor.tokenizer.get_vocab()
+    clips = [make_sine(0.7), make_sine(1.1, 300.0)]
+    expected, _ = _forward_logits(built, built_processor, clips)
+    got, _ = _forward_logits(model, processor, clips)
+    assert torch.equal(expected, got)
+    assert 100_000 < sum(p.numel() for p in model.parameters()) < 1_000_000
+
+
+def test_tiny_model_is_deterministic():
+    a, pa = make_tiny_model(seed=0)
+    b, pb = make_tiny_model(seed=0)
+    c, _ = make_tiny_model(seed=1)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert pa.tokenizer.get_vocab() == pb.tokenizer.get_vocab()
+    assert not all(torch.equal(sa[k], c.state_dict()[k]) for k in sa)
+
+
+def test_tiny_config_matches_tokenizer(tiny_model):
+    model, processor = tiny_model
+    tokenizer = processor.tokenizer
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
+    assert ids == list(range(ids[0], ids[0] + len(SPECIAL_TOKENS)))  # the real model's order
+    assert model.config.audio_token_id == tokenizer.convert_tokens_to_ids("<|AUDIO|>")
+    assert model.config.text_config.vocab_size == len(tokenizer)
+    assert model.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert model.generation_config.pad_token_id == tokenizer.pad_token_id \
+        == tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert processor.chat_template == CHAT_TEMPLATE
+    assert processor.feature_extractor.feature_size == 128 == model.config.audio_config.num_mel_bins
+    assert model.dtype == torch.float32
+
+
+def test_tokenizer_splits_digits_and_keeps_specials(tiny_processor):
+    tokenizer = tiny_processor.tokenizer
+    ids = tokenizer("10", add_special_tokens=False)["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(ids) == ["1", "0"]
+    tokens = tokenizer.convert_ids_to_tokens(
+        tokenizer("BEAR/10/5<|im_end|>", add_special_tokens=False)["input_ids"])
+    assert tokens[-1] == "<|im_end|>" and tokens.count("1") == 1 and "10" not in tokens
+    text = "Word Scores: WE/10/10/10 ÉLAN/3\nPhone Scores: W/10 IY0/9"
+    assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_processor_expands_audio_and_forward_runs_on_two_lengths(tiny_model, make_sine, utterances):
+    model, processor = tiny_model
+    clips = [make_sine(0.5), make_sine(1.7, 300.0)]
+    texts = [prompt_text(TASKS["multi"], utt) for utt in utterances[:2]]
+    logits, batch = _forward_logits(model, processor, clips, texts)
+    assert batch["input_features"].shape == (2, 128, 3000)  # always the 30 s window
+    n_audio = (batch["input_ids"] == model.config.audio_token_id).sum(-1).tolist()
+    frames = [len(c) // 160 for c in clips]
+    assert n_audio == [(((f - 1) // 2 + 1) - 2) // 2 + 1 for f in frames]  # 25 tokens per second
+    assert n_audio[1] > n_audio[0]
+    assert logits.shape == (*batch["input_ids"].shape, len(processor.tokenizer))
+    assert torch.isfinite(logits).all()
+
+
+def test_lora_targets_only_language_model_linears(fresh_tiny_model):
+    model, _ = fresh_tiny_model
+    assert language_model_path(model) == "model.language_model"
+    peft_model = add_lora(model, r=4, alpha=8)
+    lora_modules = {name.rsplit(".lora_A", 1)[0] for name, _ in peft_model.named_modules() if name.endswith("lora_A")}
+    assert lora_modules, "no LoRA layer was added"
+    assert all(".language_model." in n for n in lora_modules)
+    assert not any("audio_tower" in n or "multi_modal_projector" in n for n in lora_modules)
+    suffixes = {n.rsplit(".", 1)[1] for n in lora_modules}
+    assert suffixes == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert len(lora_modules) == 7 * model.config.text_config.num_hidden_layers
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_lora_train_audio_adds_encoder_layers(fresh_tiny_model):
+    model, _ = fresh_tiny_model
+    peft_model = add_lora(model, target_modules=("q_proj", "v_proj"), train_audio=True)
+    names = [n for n, _ in peft_model.named_modules() if n.endswith("lora_A")]
+    assert any("audio_tower" in n for n in names) and any("language_model" in n for n in names)
+    assert not any("multi_modal_projector" in n for n in names)
+    assert not any(re.search(r"language_model.*(k_proj|gate_proj)", n) for n in names)
+
+
+def test_saved_adapter_reloads_to_same_logits(fresh_tiny_model, tiny_model_dir, tmp_path, make_sine):
+    model, processor = fresh_tiny_model
+    peft_model = add_lora(model, r=4, alpha=8, dropout=0.0)
+    with torch.no_grad():  # make the adapter do something (B is zero at init)
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    peft_model.eval()
+    peft_model.save_pretrained(tmp_path / "adapter")
+    expected, _ = _forward_logits(peft_model, processor, [make_sine(0.8)])
+    reloaded, processor2 = load_model_and_processor(tiny_model_dir, adapter=tmp_path / "adapter", device="cpu")
+    got, _ = _forward_logits(reloaded, processor2, [make_sine(0.8)])
+    assert torch.allclose(expected, got, atol=1e-6)
+
+
+def test_missing_model_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(ApaError, match="does not exist.*apa tiny-model"):
+        load_model_and_processor(tmp_path / "no_such_model")
+
+
+def test_no_network_is_a_quick_clear_error(monkeypatch):
+    from apa import modeling
+
+    monkeypatch.setattr(modeling, "_in_hub_cache", lambda name: False)
+    monkeypatch.setattr(modeling, "hub_reachable", lambda timeout=5.0: False)
+    with pytest.raises(ApaError) as info:
+        load_model_and_processor("Qwen/Qwen2-Audio-7B-Instruct", device="cpu")
+    message = str(info.value)
+    assert message.startswith("cannot download Qwen/Qwen2-Audio-7B-Instruct: no network")
+    assert "huggingface-cli download Qwen/Qwen2-Audio-7B-Instruct" in message and "--model DIR" in message
+    assert "apa tiny-model" in message and "\n" not in message
+
+
+def test_failed_download_is_a_clear_error(monkeypatch):
+    import transformers
+
+    from apa import modeling
+
+    def fails(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files\nmore lines")
+
+    monkeypatch.setattr(modeling, "_in_hub_cache", lambda name: False)
+    monkeypatch.setattr(modeling, "hub_reachable", lambda timeout=5.0: True)
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", fails)
+    with pytest.raises(ApaError) as info:
+        load_model_and_processor("Qwen/Qwen2-Audio-7B-Instruct", device="cpu")
+    message = str(info.value)
+    assert "couldn't connect" in message and "--model DIR" in message and "\n" not in message
+
+
+def test_missing_adapter_is_a_clear_error(tiny_model_dir, tmp_path):
+    model, _ = load_model_and_processor(tiny_model_dir, device="cpu")
+    with pytest.raises(ApaError, match="adapter_config.json"):
+        load_adapter(model, tmp_path)
