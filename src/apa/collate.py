@@ -70,7 +70,8 @@ def response_ids(processor, response: str) -> list[int]:
 
 def build_training_batch(processor, utts: Sequence[Utterance], task: Task,
                          targets: Sequence[str] | None = None,
-                         audios: Sequence[np.ndarray] | None = None) -> dict:
+                         audios: Sequence[np.ndarray] | None = None,
+                         rejected_targets: Sequence[str] | None = None) -> dict:
     """Right-padded prompt + response (+ ``<|im_end|>``) with labels, ready for ``model(**batch)``.
 
     ``targets`` are the response texts (default: the reference scores of each utterance,
@@ -78,6 +79,11 @@ def build_training_batch(processor, utts: Sequence[Utterance], task: Task,
     covers exactly the response and its end token. Keys: input_ids, attention_mask, labels,
     input_features, feature_attention_mask (only model inputs; the response positions are
     ``labels != -100``).
+
+    With ``rejected_targets`` (preference pairs) the batch holds 2B rows, chosen then
+    rejected, over the B clips featurised once, and a ``clip_of_row`` tensor maps each row to
+    its clip (for apa.forward, which encodes each clip once); such a batch is not for the
+    stock ``model(**batch)``.
     """
     if targets is None:
         targets = [format_scores(utt, task) for utt in utts]
@@ -88,8 +94,14 @@ def build_training_batch(processor, utts: Sequence[Utterance], task: Task,
     prompts = _process(processor, [prompt_text(task, utt) for utt in utts], _audios(utts, audios),
                        padding_side="right")
     pad = pad_token_id(processor)
+    clip_of_row = list(range(len(utts)))
+    if rejected_targets is not None:
+        if len(rejected_targets) != len(utts):
+            raise ValueError(f"{len(rejected_targets)} rejected targets for {len(utts)} utterances")
+        targets = list(targets) + list(rejected_targets)
+        clip_of_row += clip_of_row
     rows, labels = [], []
-    for i, target in enumerate(targets):
+    for target, i in zip(targets, clip_of_row):
         prompt = prompts["input_ids"][i][prompts["attention_mask"][i].bool()].tolist()
         response = response_ids(processor, target)
         rows.append(prompt + response)
@@ -102,9 +114,12 @@ def build_training_batch(processor, utts: Sequence[Utterance], task: Task,
         input_ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
         attention_mask[i, :len(row)] = 1
         label_tensor[i, :len(label)] = torch.tensor(label, dtype=torch.long)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": label_tensor,
-            "input_features": prompts["input_features"],
-            "feature_attention_mask": prompts["feature_attention_mask"]}
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": label_tensor,
+             "input_features": prompts["input_features"],
+             "feature_attention_mask": prompts["feature_attention_mask"]}
+    if rejected_targets is not None:
+        batch["clip_of_row"] = torch.tensor(clip_of_row, dtype=torch.long)
+    return batch
 
 
 def move_to(batch: dict, device, dtype=None) -> dict:

@@ -11,8 +11,9 @@ a crash loses at most one batch, and a rerun skips the ids already written. When
 completes, the file is rewritten (atomically) in manifest order.
 
 Decoding modes plug in at ``DECODERS``: a decoder takes (model, processor, batch, utts,
-task, max_new_tokens) and returns one text per row. Only "free" (plain greedy) exists now;
-constrained decoding will be another entry.
+task, max_new_tokens) and returns one dict per row with the response text under "output"
+and, when the mode computes them, continuous expected scores under "expected" (a ScoreSet
+dict). The text is always read back with apa.targets.parse_scores, the one parser.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def _greedy_config(model, processor, max_new_tokens: int):
 
 
 def free_decode(model, processor, batch: dict, utts: Sequence[Utterance], task: Task,
-                max_new_tokens: int) -> list[str]:
+                max_new_tokens: int) -> list[dict]:
     """Plain greedy decoding: the response texts (special tokens dropped, stripped)."""
     import torch
 
@@ -108,12 +109,11 @@ def free_decode(model, processor, batch: dict, utts: Sequence[Utterance], task: 
         sequences = model.generate(**batch, generation_config=config)
     new_tokens = sequences[:, batch["input_ids"].shape[1]:]
     texts = processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-    return [t.strip() for t in texts]
+    return [{"output": t.strip()} for t in texts]
 
 
-Decoder = Callable[..., list[str]]
-# decoding mode -> decoder(model, processor, batch, utts, task, max_new_tokens) -> texts.
-# The seam for constrained decoding: add its function here.
+Decoder = Callable[..., list[dict]]
+# decoding mode -> decoder(model, processor, batch, utts, task, max_new_tokens) -> [{"output", ...}].
 DECODERS: dict[str, Decoder] = {"free": free_decode}
 
 
@@ -128,10 +128,10 @@ def model_device_dtype(model):
     return parameter.device, parameter.dtype
 
 
-def generate_texts(model, processor, utts: Sequence[Utterance], task: Task,
-                   audios: Sequence[np.ndarray] | None = None, max_new_tokens: int | None = None,
-                   decoding: str = "free") -> list[str]:
-    """Response texts for one batch of utterances (all decoded together, left-padded)."""
+def decode_batch(model, processor, utts: Sequence[Utterance], task: Task,
+                 audios: Sequence[np.ndarray] | None = None, max_new_tokens: int | None = None,
+                 decoding: str = "free") -> list[dict]:
+    """Decoder results for one batch of utterances (all decoded together, left-padded)."""
     decoder = get_decoder(decoding)
     if max_new_tokens is None:
         max_new_tokens = max(default_max_new_tokens(processor, utt, task) for utt in utts)
@@ -141,9 +141,23 @@ def generate_texts(model, processor, utts: Sequence[Utterance], task: Task,
     return decoder(model, processor, batch, utts, task, max_new_tokens)
 
 
-def prediction_record(utt: Utterance, task: Task, output: str) -> dict:
-    parsed = parse_scores(output, utt, task)
-    return {"id": utt.id, "output": output, "scores": parsed.scores.to_dict(), "problems": parsed.problems}
+def generate_texts(model, processor, utts: Sequence[Utterance], task: Task,
+                   audios: Sequence[np.ndarray] | None = None, max_new_tokens: int | None = None,
+                   decoding: str = "free") -> list[str]:
+    """Response texts only (see decode_batch)."""
+    return [d["output"] for d in decode_batch(model, processor, utts, task, audios, max_new_tokens, decoding)]
+
+
+def prediction_record(utt: Utterance, task: Task, decoded: dict | str) -> dict:
+    """One line of a predictions file: id, output, parsed scores, problems (+ expected)."""
+    if isinstance(decoded, str):
+        decoded = {"output": decoded}
+    parsed = parse_scores(decoded["output"], utt, task)
+    record = {"id": utt.id, "output": decoded["output"], "scores": parsed.scores.to_dict(),
+              "problems": parsed.problems}
+    if "expected" in decoded:
+        record["expected"] = decoded["expected"]
+    return record
 
 
 # --------------------------------------------------------------------------------------
@@ -220,10 +234,10 @@ def predict_manifest(model, processor, utts: Sequence[Utterance], task: Task, ou
         for indices in batches:
             batch_utts = [todo[i] for i in indices]
             audios = [load_audio(utt.audio_path) for utt in batch_utts]
-            texts = generate_texts(model, processor, batch_utts, task, audios=audios,
+            decoded = decode_batch(model, processor, batch_utts, task, audios=audios,
                                    max_new_tokens=max_new_tokens, decoding=decoding)
-            for utt, text in zip(batch_utts, texts):
-                f.write(json.dumps(prediction_record(utt, task, text), ensure_ascii=False) + "\n")
+            for utt, result in zip(batch_utts, decoded):
+                f.write(json.dumps(prediction_record(utt, task, result), ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
             bar.update(len(batch_utts))

@@ -59,8 +59,7 @@ class TrainConfig:
     save_every: int = _f(200, "save a checkpoint every N optimizer steps (and always at the end)")
     keep_checkpoints: int = _f(2, "how many step checkpoints to keep")
     log_every: int = _f(1, "log metrics every N optimizer steps")
-    audio_window: float = _f(0.0, "seconds of audio the model's encoder takes (0: the model's own, 30 s "
-                                  "for Qwen2-Audio); clips longer than this are skipped and counted")
+
 
     def validate(self) -> "TrainConfig":
         from apa.tasks import get_task

@@ -159,12 +159,15 @@ def micro_batch_loss(model, batch, config: TrainConfig, totals: torch.Tensor):
     from apa.forward import response_logps
     from apa.training import losses
 
-    batch = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    from apa.collate import move_to
+
+    batch = dict(batch)
     clip_of_row = batch.pop("clip_of_row", None)
+    batch = move_to(batch, model.device, dtype=next(model.parameters()).dtype)
     logps = response_logps(model, batch, clip_of_row)
     if config.method == "sft":
         loss = -logps.sum_logp.sum() / totals[0]
-        return loss, {"nll_sum": float(-logps.sum_logp.sum())}
+        return loss, {"nll_sum": float(-logps.sum_logp.detach().sum())}
 
     n = batch["labels"].shape[0] // 2
     chosen, rejected = slice(0, n), slice(n, 2 * n)
@@ -174,7 +177,7 @@ def micro_batch_loss(model, batch, config: TrainConfig, totals: torch.Tensor):
                                                  beta=config.beta, gamma=config.gamma, form=config.simpo_form)
         chosen_nll = -logps.sum_logp[chosen].sum()
         loss = pair_losses.sum() / totals[1] + config.ce_weight * chosen_nll / totals[2]
-        stats["ce_sum"] = float(chosen_nll)
+        stats["ce_sum"] = float(chosen_nll.detach())
     else:
         with torch.no_grad(), model.disable_adapter():
             reference = response_logps(model, batch, clip_of_row)
@@ -182,7 +185,7 @@ def micro_batch_loss(model, batch, config: TrainConfig, totals: torch.Tensor):
                                                reference.sum_logp[chosen], reference.sum_logp[rejected],
                                                beta=config.beta)
         loss = pair_losses.sum() / totals[1]
-    stats.update(pref_sum=float(pair_losses.sum()), margin_sum=float(margins.sum()),
+    stats.update(pref_sum=float(pair_losses.detach().sum()), margin_sum=float(margins.sum()),
                  correct=float((margins > 0).sum()))
     return loss, stats
 
@@ -310,8 +313,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
 
         slopes = fit_slopes([u for s in sources for u in s.utterances])
 
-    model, processor = load_model_and_processor(config.model, dtype=config.dtype, device=procs.device,
-                                                audio_window=config.audio_window or None)
+    model, processor = load_model_and_processor(config.model, dtype=config.dtype, device=procs.device)
     model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
                      target_modules=tuple(config.lora_targets), train_audio=config.train_audio)
     if config.gradient_checkpointing:
