@@ -86,33 +86,93 @@ class MissingScore(ValueError):
     """A reference lacks a score the task needs (e.g. phone scores for `multi`)."""
 
 
-def _fmt(value: float | None, what: str) -> str:
-    if value is None:
-        raise MissingScore(f"{what} has no score")
-    return str(round_half_up(value))
+@dataclass(frozen=True)
+class Slot:
+    """One score position of a response: which field, and which word / phone it belongs to."""
+
+    level: str
+    aspect: str
+    word: int | None = None
+    phone: int | None = None
+
+    def value(self, scores: ScoreSet) -> float | None:
+        if self.level == "sentence":
+            return scores.sentence.get(self.aspect)
+        if self.level == "word":
+            return scores.words[self.word].get(self.aspect)
+        return scores.phones[self.word][self.phone]
+
+    def assign(self, scores: ScoreSet, value: float | None) -> None:
+        if self.level == "sentence":
+            scores.sentence[self.aspect] = value
+        elif self.level == "word":
+            scores.words[self.word][self.aspect] = value
+        else:
+            scores.phones[self.word][self.phone] = value
+
+
+def response_template(utt: Utterance, task: Task) -> list[str | Slot]:
+    """The response of ``utt`` under ``task`` as fixed text pieces and score slots, in order.
+
+    Everything but the score values is known from the reference text and phones: this is
+    what format_scores fills in, and what constrained decoding forces.
+    """
+    parts: list[str | Slot] = []
+
+    def text(piece: str) -> None:
+        if parts and isinstance(parts[-1], str):
+            parts[-1] += piece
+        else:
+            parts.append(piece)
+
+    lines = 0
+    if task.sentence:
+        text(LINE_HEADERS["sentence"])
+        for aspect in task.sentence:
+            text(" ")
+            parts.append(Slot("sentence", aspect))
+        lines += 1
+    if task.word:
+        text(("\n" if lines else "") + LINE_HEADERS["word"])
+        for i, word in enumerate(utt.words):
+            text(" " + word.text)
+            for aspect in task.word:
+                text("/")
+                parts.append(Slot("word", aspect, word=i))
+        lines += 1
+    if task.phone:
+        text(("\n" if lines else "") + LINE_HEADERS["phone"] + " ")
+        for i, word in enumerate(utt.words):
+            if i:
+                text(PHONE_WORD_SEPARATOR)
+            for j, phone in enumerate(word.phones):
+                text((" " if j else "") + phone + "/")
+                parts.append(Slot("phone", "accuracy", word=i, phone=j))
+    return parts
+
+
+def _slot_name(utt: Utterance, slot: Slot) -> str:
+    if slot.level == "sentence":
+        return f"{utt.id} sentence {slot.aspect}"
+    word = utt.words[slot.word]
+    if slot.level == "word":
+        return f"{utt.id} word {slot.word} ({word.text}) {slot.aspect}"
+    return f"{utt.id} word {slot.word} ({word.text}) phone {slot.phone} ({word.phones[slot.phone]})"
 
 
 def format_scores(utt: Utterance, task: Task, scores: ScoreSet | None = None) -> str:
     """The response text for ``utt`` under ``task`` (the training target when scores is None)."""
     scores = scores if scores is not None else reference_scores(utt)
-    lines = []
-    if task.sentence:
-        values = " ".join(_fmt(scores.sentence.get(a), f"{utt.id} sentence {a}") for a in task.sentence)
-        lines.append(f"{LINE_HEADERS['sentence']} {values}")
-    if task.word:
-        entries = []
-        for i, word in enumerate(utt.words):
-            values = [_fmt(scores.words[i].get(a), f"{utt.id} word {i} ({word.text}) {a}") for a in task.word]
-            entries.append("/".join([word.text, *values]))
-        lines.append(f"{LINE_HEADERS['word']} {' '.join(entries)}")
-    if task.phone:
-        groups = []
-        for i, word in enumerate(utt.words):
-            groups.append(" ".join(
-                f"{phone}/{_fmt(scores.phones[i][j], f'{utt.id} word {i} ({word.text}) phone {j} ({phone})')}"
-                for j, phone in enumerate(word.phones)))
-        lines.append(f"{LINE_HEADERS['phone']} {PHONE_WORD_SEPARATOR.join(groups)}")
-    return "\n".join(lines)
+    pieces = []
+    for part in response_template(utt, task):
+        if isinstance(part, str):
+            pieces.append(part)
+            continue
+        value = part.value(scores)
+        if value is None:
+            raise MissingScore(f"{_slot_name(utt, part)} has no score")
+        pieces.append(str(round_half_up(value)))
+    return "".join(pieces)
 
 
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")

@@ -114,7 +114,13 @@ def free_decode(model, processor, batch: dict, utts: Sequence[Utterance], task: 
 
 Decoder = Callable[..., list[dict]]
 # decoding mode -> decoder(model, processor, batch, utts, task, max_new_tokens) -> [{"output", ...}].
-DECODERS: dict[str, Decoder] = {"free": free_decode}
+def _constrained(*args, **kwargs) -> list[dict]:
+    from apa.inference.constrained import constrained_decode
+
+    return constrained_decode(*args, **kwargs)
+
+
+DECODERS: dict[str, Decoder] = {"free": free_decode, "constrained": _constrained}
 
 
 def get_decoder(decoding: str) -> Decoder:
@@ -212,24 +218,15 @@ class PredictSummary:
         return self.parsed / self.total if self.total else float("nan")
 
 
-def predict_manifest(model, processor, utts: Sequence[Utterance], task: Task, out_path: str | os.PathLike,
-                     batch_size: int = 8, max_new_tokens: int | None = None, decoding: str = "free",
-                     progress: bool = True) -> PredictSummary:
-    """Predict every utterance not yet in ``out_path``; append per batch; resumable."""
+def _append_predictions(model, processor, todo: Sequence[Utterance], task: Task, path: Path, batch_size: int,
+                        max_new_tokens: int | None, decoding: str, progress: bool, desc: str = "predict") -> None:
+    """Decode ``todo`` in length-sorted batches, appending each batch to ``path`` (fsynced)."""
     from tqdm.auto import tqdm
 
-    if batch_size < 1:
-        raise ApaError(f"--batch-size must be at least 1, got {batch_size}")
-    get_decoder(decoding)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    done = {r["id"] for r in read_predictions(out_path, repair=True)}
-    todo = [utt for utt in utts if utt.id not in done]
     lengths = [estimated_length(processor, utt, task) for utt in todo]
     batches = length_sorted_batches(lengths, batch_size)
-
-    with out_path.open("a", encoding="utf-8") as f, \
-            tqdm(total=len(todo), desc="predict", unit="utt", disable=not progress or not todo,
+    with path.open("a", encoding="utf-8") as f, \
+            tqdm(total=len(todo), desc=desc, unit="utt", disable=not progress or not todo,
                  file=sys.stderr) as bar:
         for indices in batches:
             batch_utts = [todo[i] for i in indices]
@@ -242,9 +239,205 @@ def predict_manifest(model, processor, utts: Sequence[Utterance], task: Task, ou
             os.fsync(f.fileno())
             bar.update(len(batch_utts))
 
+
+def _count_parsed(records: Sequence[dict], order: dict[str, int]) -> int:
+    return sum(1 for r in records if r["id"] in order and not r.get("problems"))
+
+
+def predict_manifest(model, processor, utts: Sequence[Utterance], task: Task, out_path: str | os.PathLike,
+                     batch_size: int = 8, max_new_tokens: int | None = None, decoding: str = "free",
+                     progress: bool = True, shard: Shard | None = None) -> PredictSummary:
+    """Predict every utterance not yet in ``out_path``; append per batch; resumable.
+
+    With ``shard`` of world size N > 1 (one process of `torchrun` / `accelerate launch`, see
+    ``Shard.from_environment``) this process predicts its share into its own shard file and
+    rank 0 merges the shards into ``out_path``: see ``predict_sharded``. Shard files left
+    beside ``out_path`` by an interrupted multi-process run are merged in first, so a
+    single-process rerun resumes them too.
+    """
+    if batch_size < 1:
+        raise ApaError(f"--batch-size must be at least 1, got {batch_size}")
+    get_decoder(decoding)
+    if shard is not None and shard.world_size > 1:
+        return predict_sharded(model, processor, utts, task, out_path, shard, batch_size=batch_size,
+                               max_new_tokens=max_new_tokens, decoding=decoding, progress=progress)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if shard_files(out_path):
+        merge_shards(out_path, utts)
+    done = {r["id"] for r in read_predictions(out_path, repair=True)}
+    todo = [utt for utt in utts if utt.id not in done]
+    _append_predictions(model, processor, todo, task, out_path, batch_size, max_new_tokens, decoding, progress)
+
     records = read_predictions(out_path)
     order = {utt.id: i for i, utt in enumerate(utts)}
     _rewrite_in_order(out_path, records, order)
-    wanted = [r for r in records if r["id"] in order]
-    parsed = sum(1 for r in wanted if not r.get("problems"))
-    return PredictSummary(total=len(utts), new=len(todo), skipped=len(utts) - len(todo), parsed=parsed)
+    return PredictSummary(total=len(utts), new=len(todo), skipped=len(utts) - len(todo),
+                          parsed=_count_parsed(records, order))
+
+
+# --------------------------------------------------------------------------------------
+# Several processes (torchrun / accelerate launch): one shard per process, merged by rank 0
+#
+# `torchrun --nproc_per_node N -m apa.cli predict ... --out OUT.jsonl`: process r predicts
+# utterances r, r+N, ... into OUT.rank{r}-of-{N}.jsonl (resumable like OUT.jsonl), then
+# rank 0 merges every shard into OUT.jsonl in manifest order and removes the shards. Ids
+# already in OUT.jsonl are skipped by every process. The shard files must be on a file
+# system that rank 0 sees (one machine, or a shared folder).
+# --------------------------------------------------------------------------------------
+
+# How long a process waits for the others at the final synchronisation (the slowest shard).
+SHARD_WAIT_HOURS = 12
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of a multi-process prediction: rank r of N takes the manifest's
+    utterances r, r+N, r+2N, ... (interleaved, so that every process gets as many long and
+    short clips, and the share of each process does not depend on what is already done)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_environment(cls) -> "Shard":
+        """RANK / WORLD_SIZE / LOCAL_RANK as torchrun and `accelerate launch` set them (1 process
+        when unset)."""
+        try:
+            world_size = int(os.environ.get("WORLD_SIZE", "1"))
+            rank = int(os.environ.get("RANK", "0"))
+            local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+        except ValueError as e:
+            raise ApaError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers ({e}); launch with torchrun "
+                           "or accelerate launch") from None
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ApaError(f"RANK={rank} does not fit WORLD_SIZE={world_size}")
+        return cls(rank=rank, world_size=world_size, local_rank=local_rank)
+
+    def take(self, items: Sequence) -> list:
+        return list(items[self.rank::self.world_size])
+
+
+def device_for_shard(requested: str | None, shard: Shard) -> str | None:
+    """The device of one process: cuda:LOCAL_RANK when CUDA is there (also for a plain
+    "cuda"), else CPU; an explicit index (cuda:1) or cpu is kept. One process: ``requested``."""
+    if shard.world_size <= 1:
+        return requested
+    import torch
+
+    if requested in (None, "cuda"):
+        return f"cuda:{shard.local_rank}" if torch.cuda.is_available() else (requested or "cpu")
+    return requested
+
+
+def init_distributed(shard: Shard, device) -> bool:
+    """Join the process group (gloo on CPU, nccl on CUDA) when there are several processes and
+    none is joined yet; True when this call created it."""
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+
+    if shard.world_size <= 1 or dist.is_initialized():
+        return False
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                            timeout=timedelta(hours=SHARD_WAIT_HOURS))
+    return True
+
+
+def shard_path(out_path: str | os.PathLike, rank: int, world_size: int) -> Path:
+    """OUT.jsonl -> OUT.rank0-of-2.jsonl (beside it)."""
+    out_path = Path(out_path)
+    return out_path.with_name(f"{out_path.stem}.rank{rank}-of-{world_size}{out_path.suffix}")
+
+
+def shard_files(out_path: str | os.PathLike) -> list[tuple[Path, int, int]]:
+    """(path, rank, world size) of every shard file beside ``out_path``, of any world size."""
+    import re
+
+    out_path = Path(out_path)
+    if not out_path.parent.is_dir():
+        return []
+    pattern = re.compile(re.escape(out_path.stem) + r"\.rank(\d+)-of-(\d+)" + re.escape(out_path.suffix))
+    found = []
+    for path in out_path.parent.iterdir():
+        match = pattern.fullmatch(path.name)
+        if match and path.is_file():
+            found.append((path, int(match.group(1)), int(match.group(2))))
+    return sorted(found, key=lambda item: (item[2], item[1]))
+
+
+def merge_shards(out_path: str | os.PathLike, utts: Sequence[Utterance]) -> list[dict]:
+    """Fold every shard file beside ``out_path`` into it: records of ``out_path`` first, then
+    the shards' (an id already merged is not taken twice), in manifest order, written
+    atomically; then the shard files are removed. Returns the merged records."""
+    out_path = Path(out_path)
+    shards = shard_files(out_path)
+    records = read_predictions(out_path)
+    seen = {r["id"] for r in records}
+    for path, _, _ in shards:
+        for record in read_predictions(path):
+            if record["id"] not in seen:
+                seen.add(record["id"])
+                records.append(record)
+    _rewrite_in_order(out_path, records, {utt.id: i for i, utt in enumerate(utts)})
+    for path, _, _ in shards:
+        path.unlink(missing_ok=True)
+    return records
+
+
+def predict_sharded(model, processor, utts: Sequence[Utterance], task: Task, out_path: str | os.PathLike,
+                    shard: Shard, batch_size: int = 8, max_new_tokens: int | None = None,
+                    decoding: str = "free", progress: bool = True) -> PredictSummary:
+    """One process's part of a multi-process prediction.
+
+    Process r of N predicts its share (``Shard.take``) minus the ids already in ``out_path``
+    (or in shard files of an earlier run with another N) into OUT.rank{r}-of-{N}.jsonl,
+    appended per batch and resumable exactly like ``out_path`` itself. When every process is
+    done (they wait for each other), rank 0 merges the shards into ``out_path`` in manifest
+    order (``merge_shards``), and every process returns once the merged file is written.
+    Joins the process group first when needed (``init_distributed``, on the model's device).
+
+    Rank 0 returns the summary of the whole manifest; the other ranks that of their share.
+    """
+    import torch.distributed as dist
+
+    created = init_distributed(shard, model_device_dtype(model)[0])
+    try:
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        own = shard_path(out_path, shard.rank, shard.world_size)
+        # --out is only written by the merge at the end, so every process reads the same ids.
+        done = {r["id"] for r in read_predictions(out_path)}
+        done |= {r["id"] for r in read_predictions(own, repair=True)}
+        for path, _, world_size in shard_files(out_path):
+            if world_size != shard.world_size:  # left by an earlier run with another process count
+                done |= {r["id"] for r in read_predictions(path)}
+        mine = shard.take(utts)
+        todo = [utt for utt in mine if utt.id not in done]
+        _append_predictions(model, processor, todo, task, own, batch_size, max_new_tokens, decoding,
+                            progress=progress and shard.rank == 0,
+                            desc=f"predict (rank 0 of {shard.world_size})")
+
+        # Wait for every shard (the gather is the barrier), then rank 0 merges.
+        new_counts: list = [None] * shard.world_size
+        dist.all_gather_object(new_counts, len(todo))
+        if shard.rank == 0:
+            records = merge_shards(out_path, utts)
+            order = {utt.id: i for i, utt in enumerate(utts)}
+            new = sum(new_counts)
+            summary = PredictSummary(total=len(utts), new=new, skipped=len(utts) - new,
+                                     parsed=_count_parsed(records, order))
+        else:
+            order = {utt.id: i for i, utt in enumerate(mine)}
+            summary = PredictSummary(total=len(mine), new=len(todo), skipped=len(mine) - len(todo),
+                                     parsed=_count_parsed(read_predictions(own), order))
+        dist.barrier()  # the merged file is complete when any process returns
+    finally:
+        if created:
+            dist.destroy_process_group()
+    return summary
