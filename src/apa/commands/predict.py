@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,14 +17,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="MANIFEST", help="manifest (JSONL) of utterances to score")
     parser.add_argument("--task", required=True, choices=list(TASKS), help="which scores to generate")
     parser.add_argument("--out", required=True, metavar="PRED.jsonl",
-                        help="predictions file; ids already in it are skipped (resume)")
+                        help="predictions file; ids already in it are skipped (resume). Under torchrun / "
+                             "accelerate launch each process writes PRED.rankR-of-N.jsonl beside it, and "
+                             "rank 0 merges them into PRED.jsonl at the end")
     parser.add_argument("--limit", type=int, default=None, metavar="N",
                         help="only the first N utterances of the manifest")
     parser.add_argument("--batch-size", type=int, default=8, help="utterances per generate call (default 8)")
     parser.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
                         help="token budget per response (default: 1.5 x the longest valid response + 16)")
-    parser.add_argument("--decoding", default="free", choices=["free"],
-                        help="decoding mode (default free: plain greedy)")
+    parser.add_argument("--decoding", default="auto", choices=["auto", "constrained", "free"],
+                        help="constrained: only score values are chosen, every output parses, expected "
+                             "scores are written beside the most likely ones; free: plain greedy text "
+                             "(the paper's decoding). auto (default): constrained with --adapter, free "
+                             "without (the zero-shot evaluation of a base model)")
     parser.add_argument("--dtype", default="auto", help="auto (bf16 on a GPU that has it, else float32), "
                                                          "bf16, fp16 or fp32")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
@@ -33,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from apa.data.manifest import read_manifest
     from apa.errors import ApaError
-    from apa.inference.generate import predict_manifest
+    from apa.inference.generate import Shard, device_for_shard, predict_manifest
     from apa.modeling import load_model_and_processor
     from apa.tasks import get_task
 
@@ -42,14 +48,25 @@ def run(args: argparse.Namespace) -> int:
         raise ApaError(f"--limit must be at least 1, got {args.limit}")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ApaError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    decoding = args.decoding
+    if decoding == "auto":
+        decoding = "constrained" if args.adapter else "free"
+        print(f"decoding: {decoding} ({'fine-tuned adapter' if args.adapter else 'no adapter: zero-shot'})",
+              file=sys.stderr)
     utts = read_manifest(args.data)
     if args.limit is not None:
         utts = utts[:args.limit]
+    # Under torchrun / accelerate launch (WORLD_SIZE > 1) each process predicts a shard on
+    # cuda:LOCAL_RANK (or the CPU) and rank 0 merges the shards into --out.
+    shard = Shard.from_environment()
     model, processor = load_model_and_processor(args.model, adapter=args.adapter, dtype=args.dtype,
-                                                device=args.device)
+                                                device=device_for_shard(args.device, shard))
     summary = predict_manifest(model, processor, utts, task, args.out, batch_size=args.batch_size,
-                               max_new_tokens=args.max_new_tokens, decoding=args.decoding,
-                               progress=not args.no_progress)
-    print(f"{summary.new} predicted, {summary.skipped} already in {args.out}")
+                               max_new_tokens=args.max_new_tokens, decoding=decoding,
+                               progress=not args.no_progress, shard=shard)
+    if shard.rank != 0:
+        return 0
+    processes = f" by {shard.world_size} processes" if shard.world_size > 1 else ""
+    print(f"{summary.new} predicted{processes}, {summary.skipped} already in {args.out}")
     print(f"parse rate: {summary.parse_rate:.1%} ({summary.parsed}/{summary.total} outputs parse without problems)")
     return 0

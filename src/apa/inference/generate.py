@@ -327,7 +327,13 @@ def device_for_shard(requested: str | None, shard: Shard) -> str | None:
     import torch
 
     if requested in (None, "cuda"):
-        return f"cuda:{shard.local_rank}" if torch.cuda.is_available() else (requested or "cpu")
+        if not torch.cuda.is_available():
+            return requested or "cpu"
+        if shard.local_rank >= torch.cuda.device_count():
+            raise ApaError(f"process LOCAL_RANK={shard.local_rank} but this machine has "
+                           f"{torch.cuda.device_count()} CUDA device(s); start at most one process per GPU "
+                           "(--nproc_per_node / --num_processes) or pass --device cpu")
+        return f"cuda:{shard.local_rank}"
     return requested
 
 
