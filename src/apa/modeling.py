@@ -10,9 +10,12 @@ apa.inference, so a different backbone would only need a new version of this fil
   a plain PEFT name list (``["q_proj", ...]``) would also match the audio encoder's
   ``q_proj``/``k_proj``/``v_proj``, so the targets are given as a regex anchored at the
   language model's module path.
-- ``build_tiny_model`` writes a randomly initialised Qwen2-Audio of a few hundred thousand
-  parameters with a real processor (Whisper features, 128 mel bins; a byte-level BPE
-  tokenizer trained offline on our own prompt and score texts), for tests and the demo.
+- ``build_tiny_model`` writes a randomly initialised Qwen2-Audio with a real processor
+  (Whisper features, 128 mel bins; a byte-level BPE tokenizer trained offline on our own
+  prompt and score texts): ``size="tiny"`` (a few hundred thousand parameters, 30 s window)
+  for tests and the demo, ``"small"`` / ``"base"`` for models trained from scratch (the
+  real-data proof, apa.experiments.proxy), optionally with an audio window shorter than
+  30 s (``window_seconds``), processor padding and encoder positions kept in agreement.
 """
 
 from __future__ import annotations
@@ -260,6 +263,24 @@ TINY_AUDIO_CONFIG = dict(d_model=32, encoder_layers=2, encoder_attention_heads=2
 TINY_TEXT_CONFIG = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                         intermediate_size=128, max_position_embeddings=4096, rope_theta=10000.0,
                         tie_word_embeddings=False, rms_norm_eps=1e-6, use_sliding_window=False)
+# Sizes of the random Qwen2-Audio-shaped models: name -> (audio encoder, text model) overrides
+# of the tiny configs. "tiny": tests and the demo (~0.25M parameters). "small": trained from
+# scratch on a 2-core CPU in minutes per epoch (~4M). "base": the same on a GPU (~30M).
+TINY_SIZES: dict[str, tuple[dict, dict]] = {
+    "tiny": ({}, {}),
+    "small": (dict(d_model=128, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=256),
+              dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                   intermediate_size=384)),
+    "base": (dict(d_model=384, encoder_layers=6, encoder_attention_heads=6, encoder_ffn_dim=1536),
+             dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4,
+                  intermediate_size=1536)),
+}
+# Qwen2-Audio's audio front end: 100 mel frames per second; the encoder's stride-2 conv
+# halves them (max_source_positions = 50 per second), pooling halves them again (25 audio
+# tokens per second). The real model's window is 30 s.
+MEL_FRAMES_PER_SECOND = 100
+ENCODER_POSITIONS_PER_SECOND = 50
+FULL_WINDOW_SECONDS = 30
 TINY_BPE_VOCAB = 800
 _EXAMPLE_SENTENCES = (
     ("WE CALL IT BEAR", ("W IY0", "K AO0 L", "IH0 T", "B EH0 R")),
@@ -339,48 +360,106 @@ def build_tiny_tokenizer(vocab_size: int = TINY_BPE_VOCAB):
     return tokenizer
 
 
-def make_tiny_model(seed: int = 0):
-    """A tiny random Qwen2-Audio and its processor, in memory (see build_tiny_model)."""
+def _check_size_and_window(size: str, window_seconds: int) -> None:
+    if size not in TINY_SIZES:
+        raise ApaError(f"unknown model size {size!r}; choose one of: {', '.join(TINY_SIZES)}")
+    if isinstance(window_seconds, bool) or not isinstance(window_seconds, int) \
+            or not 1 <= window_seconds <= FULL_WINDOW_SECONDS:
+        raise ApaError(f"audio window must be a whole number of seconds from 1 to {FULL_WINDOW_SECONDS}, "
+                       f"got {window_seconds!r}")
+
+
+def tiny_configs(size: str = "tiny", window_seconds: int = FULL_WINDOW_SECONDS) -> tuple[dict, dict]:
+    """(audio encoder config, text config) of a tiny-builder model of ``size`` and window."""
+    _check_size_and_window(size, window_seconds)
+    audio_extra, text_extra = TINY_SIZES[size]
+    audio = dict(TINY_AUDIO_CONFIG, **audio_extra,
+                 max_source_positions=window_seconds * ENCODER_POSITIONS_PER_SECOND)
+    return audio, dict(TINY_TEXT_CONFIG, **text_extra)
+
+
+def audio_window_seconds(processor) -> float:
+    """The longest clip the processor's feature extractor keeps (longer ones are cut there)."""
+    extractor = processor.feature_extractor
+    return extractor.n_samples / extractor.sampling_rate
+
+
+def _sinusoids(length: int, channels: int, max_timescale: float = 10000.0):
+    """Whisper's sinusoidal position table (a from-scratch encoder's positions stay frozen)."""
+    import math
+
+    import torch
+
+    increment = math.log(max_timescale) / (channels // 2 - 1)
+    inv_timescales = torch.exp(-increment * torch.arange(channels // 2, dtype=torch.float32))
+    scaled = torch.arange(length, dtype=torch.float32)[:, None] * inv_timescales[None, :]
+    return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1)
+
+
+def make_tiny_model(seed: int = 0, size: str = "tiny", window_seconds: int = FULL_WINDOW_SECONDS):
+    """A random Qwen2-Audio of ``size`` and its processor, in memory (see build_tiny_model)."""
     import torch
     from transformers import (GenerationConfig, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration,
                               Qwen2AudioProcessor, WhisperFeatureExtractor)
 
     from apa.prompts import CHAT_TEMPLATE
 
+    audio_config, text_extra = tiny_configs(size, window_seconds)
     tokenizer = build_tiny_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    # The real model's feature extractor: 128 mel bins, 25 ms windows every 10 ms, 30 s window.
+    # The real model's feature extractor: 128 mel bins, 25 ms windows every 10 ms; its
+    # window (chunk_length) is what the encoder's positions cover: chunk_length * 100 mel
+    # frames = max_source_positions * 2.
     feature_extractor = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160,
-                                                chunk_length=30, n_fft=400, padding_value=0.0,
+                                                chunk_length=window_seconds, n_fft=400, padding_value=0.0,
                                                 return_attention_mask=True)
     processor = Qwen2AudioProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer,
                                     chat_template=CHAT_TEMPLATE)
 
-    text_config = dict(TINY_TEXT_CONFIG, vocab_size=len(tokenizer), bos_token_id=ids["<|endoftext|>"],
+    text_config = dict(text_extra, vocab_size=len(tokenizer), bos_token_id=ids["<|endoftext|>"],
                        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
-    config = Qwen2AudioConfig(audio_config=dict(TINY_AUDIO_CONFIG), text_config=text_config,
+    config = Qwen2AudioConfig(audio_config=audio_config, text_config=text_config,
                               audio_token_index=ids["<|AUDIO|>"])
     config.pad_token_id = ids["<|endoftext|>"]
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):  # leave the caller's random state alone
         torch.manual_seed(seed)
         model = Qwen2AudioForConditionalGeneration(config).float().eval()
+        # With the default init (std 0.02) a frozen random LM head caps the logits at about
+        # +-1.3 (RMS-normed hidden of norm ~8 times rows of norm ~0.16), so LoRA cannot fit any
+        # target below ~5 nats per token. A pretrained head is not so flat; give the random
+        # one rows of norm ~2.4 so that LoRA fine-tuning of the tiny model behaves like that.
+        with torch.no_grad():
+            model.lm_head.weight.normal_(0.0, 0.3)
+    if size != "tiny":  # models meant to learn get Whisper's sinusoidal (frozen) encoder positions
+        positions = model.model.audio_tower.embed_positions
+        with torch.no_grad():
+            positions.weight.copy_(_sinusoids(*positions.weight.shape))
     model.generation_config = GenerationConfig(eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
                                                bos_token_id=ids["<|endoftext|>"], do_sample=False)
     return model, processor
 
 
-def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
-    """Write a tiny random Qwen2-Audio (model + processor) to ``out_dir``; returns the path.
+def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, size: str = "tiny",
+                     window_seconds: int = FULL_WINDOW_SECONDS) -> Path:
+    """Write a random Qwen2-Audio (model + processor) to ``out_dir``; returns the path.
 
-    About 250k parameters: Whisper-style encoder (d_model 32, 2 layers, 2 heads, 128 mel
-    bins, 1500 positions) and a Qwen2 text model (hidden 64, 2 layers, 4 heads, 2 KV heads,
-    FFN 128), vocabulary = the tiny tokenizer's. Deterministic: the same seed gives
-    identical weights and tokenizer. Loadable with
+    ``size="tiny"``: about 250k parameters, Whisper-style encoder (d_model 32, 2 layers,
+    2 heads, 128 mel bins) and a Qwen2 text model (hidden 64, 2 layers, 4 heads, 2 KV heads,
+    FFN 128). ``"small"`` and ``"base"`` are larger (``TINY_SIZES``), for training from
+    scratch. Every size uses the tiny tokenizer's vocabulary.
+
+    ``window_seconds`` (whole seconds, default 30 as in the real model): the processor pads
+    and cuts clips to this length (``chunk_length``; ``window_seconds * 100`` mel frames) and
+    the encoder has ``window_seconds * 50`` positions, which is what Qwen2-Audio checks;
+    a full window gives ``window_seconds * 25`` audio tokens. Clips longer than the window
+    are cut by the processor: callers that care count them (see apa.experiments.proxy).
+
+    Deterministic: the same seed gives identical weights and tokenizer. Loadable with
     ``Qwen2AudioForConditionalGeneration.from_pretrained(out_dir)`` and
     ``AutoProcessor.from_pretrained(out_dir)``.
     """
-    model, processor = make_tiny_model(seed)
+    model, processor = make_tiny_model(seed, size=size, window_seconds=window_seconds)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

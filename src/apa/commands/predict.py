@@ -51,8 +51,6 @@ def run(args: argparse.Namespace) -> int:
     decoding = args.decoding
     if decoding == "auto":
         decoding = "constrained" if args.adapter else "free"
-        print(f"decoding: {decoding} ({'fine-tuned adapter' if args.adapter else 'no adapter: zero-shot'})",
-              file=sys.stderr)
     utts = read_manifest(args.data)
     if args.limit is not None:
         utts = utts[:args.limit]
@@ -61,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     shard = Shard.from_environment()
     model, processor = load_model_and_processor(args.model, adapter=args.adapter, dtype=args.dtype,
                                                 device=device_for_shard(args.device, shard))
+    if args.decoding == "auto":
+        print(f"decoding: {decoding} ({'fine-tuned adapter' if args.adapter else 'no adapter: zero-shot'})",
+              file=sys.stderr)
     summary = predict_manifest(model, processor, utts, task, args.out, batch_size=args.batch_size,
                                max_new_tokens=args.max_new_tokens, decoding=decoding,
                                progress=not args.no_progress, shard=shard)

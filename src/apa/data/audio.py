@@ -22,14 +22,21 @@ class AudioError(ApaError):
     pass
 
 
+def _reason(error: Exception) -> str:
+    """libsndfile's message without its trailing full stop (it is followed by the fix)."""
+    return str(error).strip().rstrip(".")
+
+
 def audio_info(path: str | Path) -> tuple[float, int]:
     """(duration in seconds, sample rate) without decoding the samples."""
     import soundfile as sf
 
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise AudioError(f"audio file {path} is empty (0 bytes); record the utterance again")
     try:
         info = sf.info(str(path))
     except Exception as e:  # soundfile raises several types for unreadable files
-        raise AudioError(f"cannot read audio {path}: {e}; give a WAV, FLAC, OGG or MP3 file") from None
+        raise AudioError(f"cannot read audio {path}: {_reason(e)}; give a WAV, FLAC, OGG or MP3 file") from None
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioError(f"audio {path} is empty (0 samples); record the utterance again")
     return info.frames / info.samplerate, info.samplerate
@@ -79,10 +86,12 @@ def load_audio(path: str | Path, check: bool = True, max_seconds: float = MAX_SE
 
     if not Path(path).is_file():
         raise AudioError(f"audio file {path} does not exist; check the manifest's audio path")
+    if Path(path).stat().st_size == 0:
+        raise AudioError(f"audio file {path} is empty (0 bytes); record the utterance again")
     try:
         samples, rate = sf.read(str(path), dtype="float32", always_2d=False)
     except Exception as e:
-        raise AudioError(f"cannot read audio {path}: {e}; give a WAV, FLAC, OGG or MP3 file") from None
+        raise AudioError(f"cannot read audio {path}: {_reason(e)}; give a WAV, FLAC, OGG or MP3 file") from None
     samples = to_mono_16k(samples, rate, name=str(path))
     if check:
         check_clip(samples, str(path), max_seconds)
@@ -100,7 +109,7 @@ def decode_audio_bytes(data: bytes, name: str = "upload", max_seconds: float = M
     try:
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
     except Exception as e:
-        raise AudioError(f"cannot decode {name}: {e}; send WAV, FLAC, OGG or MP3") from None
+        raise AudioError(f"cannot decode {name}: {_reason(e)}; send WAV, FLAC, OGG or MP3") from None
     samples = to_mono_16k(samples, rate, name=name)
     check_clip(samples, name, max_seconds)
     return samples

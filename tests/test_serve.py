@@ -1,0 +1,202 @@
+"""The HTTP service (apa.serve): a real uvicorn server on 127.0.0.1 with the tiny model,
+hit by concurrent clients; batching, isolation of failures, limits, error messages."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from apa.inference.score import score_prepared, score_recordings  # noqa: E402
+
+FAILING_TEXT = "I SEE A ZEBRA"  # the test scorer raises on it, as a model error would
+MAX_UPLOAD_MB = 0.25
+
+
+def wav_bytes(samples, rate: int = 16000, fmt: str = "WAV") -> bytes:
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, np.asarray(samples, dtype=np.float32), rate, format=fmt)
+    return buffer.getvalue()
+
+
+class LiveServer:
+    """uvicorn serving ``app`` on a free 127.0.0.1 port in a background thread."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def live(tiny_model):
+    from apa.serve import create_app
+
+    model, processor = tiny_model
+
+    def scorer(recordings, task):
+        if any(r.utt.text == FAILING_TEXT for r in recordings):
+            raise RuntimeError("simulated model failure")
+        return score_prepared(model, processor, recordings, task, "constrained")
+
+    app = create_app(model, processor, model_name="tiny", max_batch=8, max_wait_ms=100,
+                     max_upload_mb=MAX_UPLOAD_MB, score_fn=scorer)
+    with LiveServer(app) as server:
+        yield server
+
+
+def test_concurrent_requests_batched_isolated_and_identical(live, tiny_model, make_sine):
+    model, processor = tiny_model
+    # (audio, text, task) cases; the last one fails inside the model call
+    cases = [(make_sine(0.8, 220.0), "The book.", None), (make_sine(0.5, 330.0), "I like it", None),
+             (make_sine(0.6, 440.0), "We see", "word_accuracy"), (make_sine(0.5, 250.0), "I see a zebra", None)]
+    uploads = [wav_bytes(audio) for audio, _, _ in cases]
+    expected = [score_recordings(model, processor, [(audio, text)], task=task or "multi")[0]
+                for audio, text, task in cases[:3]]
+
+    def post(i: int):
+        k = i % len(cases)
+        data = {"text": cases[k][1]}
+        if cases[k][2]:
+            data["task"] = cases[k][2]
+        with httpx.Client(base_url=live.url, timeout=60) as client:
+            response = client.post("/score", data=data, files={"audio": (f"clip{k}.wav", uploads[k], "audio/wav")})
+        return k, response
+
+    before = httpx.get(live.url + "/health").json()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(post, range(24)))
+    assert len(answers) == 24  # none lost
+    for k, response in answers:
+        if k == 3:
+            assert response.status_code == 500
+            assert "simulated model failure" in response.json()["error"]
+            continue
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert result == expected[k]  # the batch gives what one-by-one scoring gives
+        assert result["problems"] == []
+    health = httpx.get(live.url + "/health").json()
+    assert health["ok"] is True and health["queue_size"] == 0
+    assert health["scored"] - before["scored"] == 18
+    assert health["batches"] - before["batches"] < 24  # requests were gathered into batches
+
+
+def test_bad_requests_get_4xx_with_messages(live, make_sine):
+    ok = wav_bytes(make_sine(0.5))
+    big = wav_bytes(np.random.default_rng(0).uniform(-0.5, 0.5, 16000 * 10))  # ~320 KB > 0.25 MiB
+    bad = [
+        ({"text": "the book"}, None, 422, "missing form field 'audio'"),
+        ({}, ("a.wav", ok), 422, "missing form field 'text'"),
+        ({"text": "the blorptastic book and xyzzy"}, ("a.wav", ok), 422,
+         "not in the CMU Pronouncing Dictionary: BLORPTASTIC, XYZZY;"),
+        ({"text": "the book", "task": "poetry"}, ("a.wav", ok), 422, "unknown task 'poetry'"),
+        ({"text": "   "}, ("a.wav", ok), 422, "empty"),
+        ({"text": "the book"}, ("a.wav", b""), 422, "empty (0 bytes)"),
+        ({"text": "the book"}, ("a.wav", b"definitely not audio" * 50), 415, "cannot decode a.wav"),
+        ({"text": "the book"}, ("s.wav", wav_bytes(np.zeros(16000))), 422, "silent"),
+        ({"text": "the book"}, ("long.flac", wav_bytes(make_sine(31.0), fmt="FLAC")), 422, "31.0 s long"),
+        ({"text": "the book"}, ("big.wav", big), 413, "big.wav is larger than 0.25 MiB"),
+        ({"text": "the book"}, ("huge.wav", big + big), 413, "request body is larger than"),  # Content-Length
+    ]
+    with httpx.Client(base_url=live.url, timeout=30) as client:
+        for data, upload, status, message in bad:
+            files = {"audio": (upload[0], upload[1], "application/octet-stream")} if upload else None
+            response = client.post("/score", data=data, files=files)
+            assert response.status_code == status, (data, response.text)
+            assert message in response.json()["error"], response.json()
+        # not multipart at all; a body without Content-Length that grows past the limit
+        response = client.post("/score", json={"text": "the book"})
+        assert response.status_code == 422 and "multipart/form-data" in response.json()["error"]
+
+        def chunks():  # a well-formed multipart body, streamed (chunked: no Content-Length)
+            yield (b'--zzz\r\nContent-Disposition: form-data; name="text"\r\n\r\nthe book\r\n'
+                   b'--zzz\r\nContent-Disposition: form-data; name="audio"; filename="big.wav"\r\n'
+                   b"Content-Type: audio/wav\r\n\r\n")
+            for start in range(0, 2 * len(big), 16384):  # twice the limit
+                yield (big + big)[start:start + 16384]
+            yield b"\r\n--zzz--\r\n"
+
+        response = client.post("/score", content=chunks(),
+                               headers={"content-type": "multipart/form-data; boundary=zzz"})
+        assert response.status_code == 413 and "request body is larger than" in response.json()["error"]
+        assert client.get("/nowhere").json() == {"error": "Not Found"}
+
+        # still alive and correct afterwards
+        assert client.get("/health").json()["ok"] is True
+        response = client.post("/score", data={"text": "the book"}, files={"audio": ("a.wav", ok)})
+        assert response.status_code == 200 and response.json()["text"] == "THE BOOK"
+
+
+def test_health_and_openapi(live):
+    health = httpx.get(live.url + "/health").json()
+    assert health["ok"] is True and health["model"] == "tiny"
+    assert "multi" in health["tasks"] and health["default_task"] == "multi"
+    assert health["decoding"] == "constrained" and health["max_batch"] == 8
+    schema = httpx.get(live.url + "/openapi.json").json()
+    assert "post" in schema["paths"]["/score"] and "get" in schema["paths"]["/health"]
+    ok = schema["paths"]["/score"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/ScoreResult"}
+    components = schema["components"]["schemas"]
+    assert {"ScoreResult", "WordResult", "AspectScore", "PhoneScore", "Practice", "ErrorResponse"} <= set(components)
+    assert components["AspectScore"]["properties"]["expected"]["description"].startswith("Expected score")
+
+
+def test_create_app_rejects_bad_settings(tiny_model):
+    from apa.errors import ApaError
+    from apa.serve import create_app
+
+    model, processor = tiny_model
+    for kwargs, message in [({"max_batch": 0}, "--max-batch"), ({"max_seconds": 60}, "--max-seconds"),
+                            ({"decoding": "beam"}, "unknown decoding mode"), ({"task": "poetry"}, "unknown task")]:
+        with pytest.raises(ApaError, match=message):
+            create_app(model, processor, **kwargs)
+
+
+def test_serve_cli_port_in_use_is_one_line(tmp_path, capsys):
+    from apa import cli
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        original = cli.COMMANDS
+        cli.COMMANDS = {"serve": original["serve"]}
+        try:  # checked before the model loads: a model path that does not exist proves it
+            code = cli.main(["serve", "--model", str(tmp_path / "no-model"), "--port", str(port)])
+        finally:
+            cli.COMMANDS = original
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use; " \
+                          "choose another --port or --host"

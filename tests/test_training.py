@@ -1,0 +1,183 @@
+"""apa train on the tiny model: behaviour, not timings."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from apa.cli import main
+from apa.collate import build_training_batch, load_audios
+from apa.forward import response_logps
+from apa.tasks import TASKS
+
+
+def _train(tmp_path, tiny_model_dir, corpus_manifest, name, *overrides, resume=False):
+    out = tmp_path / name
+    args = ["train", "--no-progress", f"model={tiny_model_dir}", f"train={corpus_manifest}", f"output_dir={out}",
+            "task=sentence_total", "batch_size=2", "grad_accum=1", "lr=1e-2", "warmup_ratio=0", "epochs=2",
+            "save_every=0", *overrides]
+    if resume:
+        args.append("--resume")
+    assert main(args) == 0
+    return out
+
+
+def _metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _adapter(out, step=None):
+    folder = out / "adapter" if step is None else out / "checkpoints" / f"step-{step:06d}" / "adapter"
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_response_logps_match_the_stock_forward(tiny_model, utterances):
+    model, processor = tiny_model
+    task = TASKS["multi"]
+    batch = build_training_batch(processor, utterances, task, audios=load_audios(utterances))
+    with torch.no_grad():
+        ours = response_logps(model, batch)
+        stock = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.double()
+    logp = torch.log_softmax(stock[:, :-1], dim=-1)
+    labels = batch["labels"][:, 1:]
+    mask = labels != -100
+    expected = (logp.gather(2, labels.clamp(min=0)[..., None])[..., 0] * mask).sum(1)
+    assert torch.allclose(ours.sum_logp.double(), expected, atol=1e-4)
+    assert ours.n_tokens.tolist() == mask.sum(1).tolist()
+
+
+def test_pairs_share_one_clip_and_match_separate_rows(tiny_model, utterances):
+    model, processor = tiny_model
+    task = TASKS["sentence_total"]
+    chosen = ["Sentence Scores: 8", "Sentence Scores: 6"]
+    rejected = ["Sentence Scores: 4", "Sentence Scores: 9"]
+    pair = build_training_batch(processor, utterances[:2], task, targets=chosen, rejected_targets=rejected)
+    assert pair["input_features"].shape[0] == 2 and pair["clip_of_row"].tolist() == [0, 1, 0, 1]
+    separate = build_training_batch(processor, utterances[:2] * 2, task, targets=chosen + rejected)
+    with torch.no_grad():
+        shared = response_logps(model, {k: v for k, v in pair.items() if k != "clip_of_row"}, pair["clip_of_row"])
+        alone = response_logps(model, separate)
+    assert torch.allclose(shared.sum_logp, alone.sum_logp, atol=1e-5)
+
+
+def test_sft_loss_falls_lora_changes_and_frozen_weights_do_not(tmp_path, tiny_model_dir, corpus_manifest):
+    from apa.modeling import load_model_and_processor
+
+    out = _train(tmp_path, tiny_model_dir, corpus_manifest, "sft", "epochs=6")
+    losses = [m["loss"] for m in _metrics(out)]
+    assert losses[-1] < losses[0]
+    adapter = _adapter(out)
+    assert all("language_model" in key for key in adapter)
+    assert any(t.abs().sum() > 0 for key, t in adapter.items() if "lora_B" in key)  # B starts at zero
+    saved = json.loads((out / "adapter" / "apa_run.json").read_text())
+    assert saved["task"] == "sentence_total"
+    # frozen weights: the base model inside the trained run equals the saved base model
+    base, _ = load_model_and_processor(tiny_model_dir, dtype="float32", device="cpu")
+    tuned, _ = load_model_and_processor(tiny_model_dir, adapter=out / "adapter", dtype="float32", device="cpu")
+    tuned_base = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+                  for k, v in tuned.state_dict().items() if "lora_" not in k}
+    for key, value in base.state_dict().items():
+        assert torch.equal(value, tuned_base[key]), key
+    assert (out / "config.yaml").is_file()
+
+
+def test_overfit_run_reproduces_its_targets(tmp_path, tiny_model_dir, corpus_manifest):
+    out = _train(tmp_path, tiny_model_dir, corpus_manifest, "overfit", "limit=2", "epochs=30")
+    pred = tmp_path / "pred.jsonl"
+    assert main(["predict", "--model", str(tiny_model_dir), "--adapter", str(out / "adapter"), "--data",
+                 str(corpus_manifest), "--task", "sentence_total", "--out", str(pred), "--limit", "2",
+                 "--decoding", "free", "--no-progress"]) == 0
+    records = [json.loads(line) for line in pred.read_text().splitlines()]
+    assert [r["output"] for r in records] == ["Sentence Scores: 8", "Sentence Scores: 6"]
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_model_dir, corpus_manifest):
+    whole = _train(tmp_path, tiny_model_dir, corpus_manifest, "whole", "epochs=3", "save_every=2")
+    part = _train(tmp_path, tiny_model_dir, corpus_manifest, "part", "epochs=3", "save_every=2", "keep_checkpoints=5")
+    # interrupt: keep only the step-2 checkpoint, as if the process had died after it
+    import shutil
+
+    shutil.rmtree(part / "adapter")
+    for checkpoint in (part / "checkpoints").glob("step-*"):
+        if checkpoint.name != "step-000002":
+            shutil.rmtree(checkpoint)
+    (part / "metrics.jsonl").unlink()
+    _train(tmp_path, tiny_model_dir, corpus_manifest, "part", "epochs=3", "save_every=2", resume=True)
+    a, b = _adapter(whole), _adapter(part)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    assert [m["step"] for m in _metrics(part)] == [3, 4, 5, 6]
+
+
+def test_restart_without_resume_refuses_to_overwrite(tmp_path, tiny_model_dir, corpus_manifest, capsys):
+    _train(tmp_path, tiny_model_dir, corpus_manifest, "run", "epochs=1")
+    args = ["train", f"model={tiny_model_dir}", f"train={corpus_manifest}", f"output_dir={tmp_path / 'run'}"]
+    assert main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
+        tmp_path, tiny_model_dir, corpus_manifest, capsys, monkeypatch):
+    from apa.training import loop
+
+    real = loop.micro_batch_loss
+    calls = {"n": 0}
+
+    def poisoned(model, batch, config, totals):
+        calls["n"] += 1
+        loss, stats = real(model, batch, config, totals)
+        if calls["n"] > 2:
+            return loss * float("nan"), {k: float("nan") for k in stats}
+        return loss, stats
+
+    monkeypatch.setattr(loop, "micro_batch_loss", poisoned)
+    args = ["train", "--no-progress", f"model={tiny_model_dir}", f"train={corpus_manifest}",
+            f"output_dir={tmp_path / 'nan'}", "task=sentence_total", "batch_size=2", "grad_accum=1",
+            "epochs=3", "save_every=2"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "loss became nan at step 3" in err and "step-000002" in err
+    assert [p.name for p in (tmp_path / "nan" / "checkpoints").glob("step-*")] == ["step-000002"]
+
+
+@pytest.mark.parametrize("method", ["simpo", "dpo"])
+def test_preference_methods_run_and_log_pair_statistics(tmp_path, tiny_model_dir, corpus_manifest, method):
+    out = _train(tmp_path, tiny_model_dir, corpus_manifest, method, f"method={method}", "task=multi", "epochs=3")
+    metrics = _metrics(out)
+    assert all(m["pairs"] == 2 for m in metrics)
+    assert all(0.0 <= m["pair_accuracy"] <= 1.0 for m in metrics)
+    if method == "simpo":
+        assert metrics[-1]["ce"] < metrics[0]["ce"]
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_run_matches_single_process_loss(tmp_path, tiny_model_dir, corpus_manifest):
+    common = [f"model={tiny_model_dir}", f"train={corpus_manifest}", "task=sentence_total", "batch_size=1",
+              "lr=1e-2", "warmup_ratio=0", "epochs=2", "save_every=0", "group_by_length=false"]
+    single = tmp_path / "single"
+    assert main(["train", "--no-progress", *common, f"output_dir={single}", "grad_accum=4"]) == 0
+    double = tmp_path / "double"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                    "--master_port", str(_free_port()), "-m", "apa.cli", "train", "--no-progress", *common,
+                    f"output_dir={double}", "grad_accum=2"], check=True, env=env, timeout=300,
+                   capture_output=True)
+    one = [m["loss"] for m in _metrics(single)]
+    two = [m["loss"] for m in _metrics(double)]
+    assert len(one) == len(two) == 2
+    assert one == pytest.approx(two, rel=1e-5)
+    a, b = _adapter(single), _adapter(double)
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
