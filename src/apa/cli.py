@@ -22,6 +22,10 @@ COMMANDS = {
     "evaluate": ("evaluate", "PCC/SCC/RMSE/Kendall of predictions against a manifest"),
     "train": ("train", "LoRA fine-tuning with SFT, SimPO+CE or DPO from a YAML config"),
     "pairs": ("pairs", "write simulated preference pairs for inspection"),
+    "proxy": ("proxy", "the real-data proof: train a small model from scratch on speechocean762 and compare with controls"),
+    "score": ("score", "score one recording against its text: JSON with sentence, word and phone scores"),
+    "serve": ("serve", "HTTP scoring service: POST /score, GET /health, OpenAPI"),
+    "report": ("report", "assemble evaluations of several runs into the paper's Tables 1-3"),
 }
 
 
