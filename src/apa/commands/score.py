@@ -11,8 +11,22 @@ from __future__ import annotations
 import argparse
 
 
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Options that `apa score` and `apa serve` share: lexicon, practice threshold, dtype, device."""
+    from apa.inference.score import PRACTICE_THRESHOLD
+
+    parser.add_argument("--lexicon", default=None, metavar="FILE",
+                        help="extra pronunciations, WORD PHONE PHONE ... per line, used before CMUdict "
+                             "(for an SO762-trained model: speechocean762's resource/lexicon.txt)")
+    parser.add_argument("--threshold", type=float, default=PRACTICE_THRESHOLD,
+                        help=f"accuracy below which words and phones are listed to practise "
+                             f"(default {PRACTICE_THRESHOLD:g})")
+    parser.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from apa.inference.score import DEFAULT_DECODING, DEFAULT_TASK, PRACTICE_THRESHOLD
+    from apa.inference.score import DEFAULT_DECODING, DEFAULT_TASK
     from apa.modeling import DEFAULT_MODEL
     from apa.tasks import TASKS
 
@@ -27,14 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoding", default=DEFAULT_DECODING, choices=["constrained", "free"],
                         help="constrained (default): every score valid, with expected scores; "
                              "free: plain greedy text")
-    parser.add_argument("--lexicon", default=None, metavar="FILE",
-                        help="extra pronunciations, WORD PHONE PHONE ... per line, used before CMUdict "
-                             "(for an SO762-trained model: speechocean762's resource/lexicon.txt)")
-    parser.add_argument("--threshold", type=float, default=PRACTICE_THRESHOLD,
-                        help=f"accuracy below which a word or phone is listed to practise "
-                             f"(default {PRACTICE_THRESHOLD:g})")
-    parser.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32")
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    add_model_options(parser)
     parser.add_argument("--compact", action="store_true", help="one-line JSON instead of indented")
 
 

@@ -13,7 +13,8 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from apa.inference.score import DEFAULT_DECODING, DEFAULT_TASK, PRACTICE_THRESHOLD
+    from apa.commands.score import add_model_options
+    from apa.inference.score import DEFAULT_DECODING, DEFAULT_TASK
     from apa.modeling import DEFAULT_MODEL
     from apa.tasks import TASKS
 
@@ -34,14 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="longest recording (default and most: 30 s, the model's audio window)")
     parser.add_argument("--max-queue", type=int, default=256,
                         help="requests that may wait for the model before new ones get 503 (default 256)")
-    parser.add_argument("--lexicon", default=None, metavar="FILE",
-                        help="extra pronunciations, WORD PHONE PHONE ... per line, used before CMUdict "
-                             "(for an SO762-trained model: speechocean762's resource/lexicon.txt)")
-    parser.add_argument("--threshold", type=float, default=PRACTICE_THRESHOLD,
-                        help=f"accuracy below which words and phones are listed to practise "
-                             f"(default {PRACTICE_THRESHOLD:g})")
-    parser.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32")
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    add_model_options(parser)
 
 
 def _check_port(host: str, port: int) -> None:
