@@ -233,10 +233,15 @@ def _append_predictions(model, processor, todo: Sequence[Utterance], task: Task,
             audios = [load_audio(utt.audio_path) for utt in batch_utts]
             decoded = decode_batch(model, processor, batch_utts, task, audios=audios,
                                    max_new_tokens=max_new_tokens, decoding=decoding)
-            for utt, result in zip(batch_utts, decoded):
-                f.write(json.dumps(prediction_record(utt, task, result), ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+            lines = "".join(json.dumps(prediction_record(utt, task, result), ensure_ascii=False) + "\n"
+                            for utt, result in zip(batch_utts, decoded))
+            try:
+                f.write(lines)
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as e:  # a full disk: earlier batches are safe, a cut line is repaired on resume
+                raise ApaError(f"cannot write predictions to {path}: {e.strerror}; free disk space and run the "
+                               "same command again: finished batches are kept and skipped") from None
             bar.update(len(batch_utts))
 
 
