@@ -264,8 +264,10 @@ TINY_TEXT_CONFIG = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads
                         intermediate_size=128, max_position_embeddings=4096, rope_theta=10000.0,
                         tie_word_embeddings=False, rms_norm_eps=1e-6, use_sliding_window=False)
 # Sizes of the random Qwen2-Audio-shaped models: name -> (audio encoder, text model) overrides
-# of the tiny configs. "tiny": tests and the demo (~0.25M parameters). "small": trained from
-# scratch on a 2-core CPU in minutes per epoch (~4M). "base": the same on a GPU (~30M).
+# of the tiny configs. "tiny": tests and the demo (0.22M parameters). "small" (1.0M): trained
+# from scratch on a 2-core CPU, where featurising and encoding the padded audio window cost as
+# much as the model: a speechocean762 epoch takes 2 minutes on an idle machine, 15 on a busy one.
+# "base" (38M): the same on a GPU.
 TINY_SIZES: dict[str, tuple[dict, dict]] = {
     "tiny": ({}, {}),
     "small": (dict(d_model=128, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=256),
@@ -444,10 +446,11 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, size: str = "tin
                      window_seconds: int = FULL_WINDOW_SECONDS) -> Path:
     """Write a random Qwen2-Audio (model + processor) to ``out_dir``; returns the path.
 
-    ``size="tiny"``: about 250k parameters, Whisper-style encoder (d_model 32, 2 layers,
+    ``size="tiny"``: about 220k parameters, Whisper-style encoder (d_model 32, 2 layers,
     2 heads, 128 mel bins) and a Qwen2 text model (hidden 64, 2 layers, 4 heads, 2 KV heads,
-    FFN 128). ``"small"`` and ``"base"`` are larger (``TINY_SIZES``), for training from
-    scratch. Every size uses the tiny tokenizer's vocabulary.
+    FFN 128). ``"small"`` (1.0M) and ``"base"`` (38M) are larger (``TINY_SIZES``), for
+    training from scratch; they get Whisper's sinusoidal encoder positions (frozen, as in
+    Qwen2-Audio) instead of random ones. Every size uses the tiny tokenizer's vocabulary.
 
     ``window_seconds`` (whole seconds, default 30 as in the real model): the processor pads
     and cuts clips to this length (``chunk_length``; ``window_seconds * 100`` mel frames) and

@@ -1,8 +1,8 @@
 """`apa tiny-model OUT_DIR [--size tiny|small|base] [--window SECONDS]`: a random Qwen2-Audio
 with its processor, built offline.
 
-``tiny`` (default) is for tests and the demo; ``small`` (a few million parameters, trainable
-from scratch on a CPU) and ``base`` (for a GPU) are for training from scratch, usually with a
+``tiny`` (default) is for tests and the demo; ``small`` (1.0M parameters, trainable from
+scratch on a CPU) and ``base`` (38M, for a GPU) are for training from scratch, usually with a
 window shorter than the real model's 30 s (speechocean762 clips are under 21 s, 99% under
 11 s), which makes every encoder pass proportionally cheaper.
 """
@@ -18,8 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", metavar="OUT_DIR", help="directory to write the model and processor to")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
     parser.add_argument("--size", default="tiny", choices=list(TINY_SIZES),
-                        help="tiny (~0.25M parameters, tests and demo), small (~4M, CPU training from "
-                             "scratch), base (~30M, GPU); default tiny")
+                        help="tiny (0.22M parameters, tests and demo), small (1.0M, CPU training from "
+                             "scratch), base (38M, GPU); default tiny")
     parser.add_argument("--window", type=int, default=FULL_WINDOW_SECONDS, metavar="SECONDS",
                         help=f"audio window in whole seconds, 1-{FULL_WINDOW_SECONDS} (default "
                              f"{FULL_WINDOW_SECONDS}, as the real model); longer clips are cut to it")
