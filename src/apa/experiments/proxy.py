@@ -162,17 +162,9 @@ def load_proxy_config(path: str | os.PathLike | None, overrides: Sequence[str] =
     """YAML file (optional) + ``key=value`` overrides (``train.KEY=VALUE`` for apa train settings)."""
     import yaml
 
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ApaError(f"config {path} does not exist")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ApaError(f"config {path} is not valid YAML: {e}") from None
-        if not isinstance(values, dict):
-            raise ApaError(f"config {path} must be a mapping of field: value")
+    from apa.training.config import read_yaml_mapping
+
+    values = read_yaml_mapping(path)
     known = {f.name: f for f in dataclasses.fields(ProxyConfig)}
     unknown = sorted(set(values) - set(known))
     if unknown:

@@ -101,6 +101,24 @@ def _parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
+def read_yaml_mapping(path: str | Path | None) -> dict[str, Any]:
+    """A YAML config file as a dict ({} for None); clear errors for a missing or bad file."""
+    import yaml
+
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise ApaError(f"config {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ApaError(f"config {path} is not valid YAML: {e}") from None
+    if not isinstance(values, dict):
+        raise ApaError(f"config {path} must be a mapping of field: value")
+    return values
+
+
 def _coerce(name: str, type_name: str, value: Any) -> Any:
     """YAML reads `2e-4` as a string and `3` as an int: give each field its declared type."""
     try:
@@ -125,19 +143,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
     Relative manifest paths in the YAML are resolved against the working directory, as the
     README's commands run from the repository root.
     """
-    import yaml
-
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ApaError(f"config {path} does not exist")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ApaError(f"config {path} is not valid YAML: {e}") from None
-        if not isinstance(values, dict):
-            raise ApaError(f"config {path} must be a mapping of field: value")
+    values = read_yaml_mapping(path)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     for item in overrides:
         key, sep, text = item.partition("=")
