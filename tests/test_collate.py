@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from apa.collate import IGNORE_INDEX, build_generation_batch, build_training_batch, load_audios
@@ -78,3 +79,13 @@ def test_preloaded_audio_equals_loading(tiny_processor, utterances):
     a = build_generation_batch(tiny_processor, utterances[:2], task)
     b = build_generation_batch(tiny_processor, utterances[:2], task, audios=load_audios(utterances[:2]))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_clips_longer_than_the_audio_window_are_cut_with_a_warning(utterances, make_sine):
+    from apa.modeling import make_tiny_model
+
+    model, processor = make_tiny_model(window_seconds=1)
+    long_clip = make_sine(1.5)
+    with pytest.warns(UserWarning, match=r"utt3: 1.5 s clip is cut to the model's 1 s audio window"):
+        batch = build_generation_batch(processor, [utterances[2]], TASKS["sentence_total"], audios=[long_clip])
+    assert batch["input_features"].shape[-1] == 100  # 1 s of mel frames, what the encoder expects

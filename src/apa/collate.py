@@ -14,6 +14,8 @@ it). Generation batches are padded on the LEFT so that every row ends at its pro
 
 from __future__ import annotations
 
+import warnings
+
 from typing import Sequence
 
 import numpy as np
@@ -40,6 +42,20 @@ def _audios(utts: Sequence[Utterance], audios: Sequence[np.ndarray] | None) -> l
     return [np.asarray(a, dtype=np.float32) for a in audios]
 
 
+def _warn_if_cut(processor, utts: Sequence[Utterance], audios: list[np.ndarray]) -> None:
+    """The processor silently cuts clips to the model's audio window (30 s for Qwen2-Audio,
+    less for the from-scratch models): say so, once per clip."""
+    window = processor.feature_extractor.n_samples
+    for utt, audio in zip(utts, audios):
+        if len(audio) > window and utt.id not in _WARNED:
+            _WARNED.add(utt.id)
+            warnings.warn(f"{utt.id}: {len(audio) / SAMPLE_RATE:.1f} s clip is cut to the model's "
+                          f"{window / SAMPLE_RATE:.0f} s audio window", stacklevel=3)
+
+
+_WARNED: set[str] = set()
+
+
 def _process(processor, texts: list[str], audios: list[np.ndarray], padding_side: str):
     return processor(text=texts, audio=audios, sampling_rate=SAMPLE_RATE, padding=True,
                      padding_side=padding_side, return_tensors="pt")
@@ -59,7 +75,9 @@ def build_generation_batch(processor, utts: Sequence[Utterance], task: Task,
     Keys: input_ids, attention_mask, input_features, feature_attention_mask.
     """
     texts = [prompt_text(task, utt) for utt in utts]
-    batch = _process(processor, texts, _audios(utts, audios), padding_side="left")
+    audios = _audios(utts, audios)
+    _warn_if_cut(processor, utts, audios)
+    batch = _process(processor, texts, audios, padding_side="left")
     return dict(batch)
 
 
@@ -91,8 +109,9 @@ def build_training_batch(processor, utts: Sequence[Utterance], task: Task,
         raise ValueError(f"{len(targets)} targets for {len(utts)} utterances")
     import torch
 
-    prompts = _process(processor, [prompt_text(task, utt) for utt in utts], _audios(utts, audios),
-                       padding_side="right")
+    audios = _audios(utts, audios)
+    _warn_if_cut(processor, utts, audios)
+    prompts = _process(processor, [prompt_text(task, utt) for utt in utts], audios, padding_side="right")
     pad = pad_token_id(processor)
     clip_of_row = list(range(len(utts)))
     if rejected_targets is not None:
