@@ -181,3 +181,16 @@ def test_two_process_run_matches_single_process_loss(tmp_path, tiny_model_dir, c
     a, b = _adapter(single), _adapter(double)
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5), key
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_pairs_are_drawn_afresh_each_epoch_unless_configured(tiny_processor, utterances, fresh):
+    from apa.training.config import TrainConfig
+    from apa.training.loop import BatchBuilder
+    from apa.training.pairs import fit_slopes
+
+    config = TrainConfig(method="simpo", task="multi", train=[{"path": "unused"}], fresh_pairs_each_epoch=fresh)
+    slopes = fit_slopes(utterances)
+    rejected = [BatchBuilder(tiny_processor, config, slopes, epoch)(utterances)["input_ids"][4:].tolist()
+                for epoch in range(4)]
+    assert (len({str(r) for r in rejected}) > 1) == fresh

@@ -58,7 +58,8 @@ class TrainConfig:
     gamma: float = _f(0.5, "SimPO reward margin gamma (paper: 0.5)")
     ce_weight: float = _f(0.1, "SimPO: weight lambda of the cross-entropy on the chosen response (paper: 0.1)")
     simpo_form: str = _f("paper", "paper: gamma inside the beta term (eq. 1); trl: beta*(r+ - r-) - gamma")
-    pairs_per_utterance: int = _f(1, "simulated preference pairs per utterance per epoch")
+    fresh_pairs_each_epoch: bool = _f(True, "SimPO/DPO: draw each utterance's simulated pair afresh every "
+                                            "epoch (false: the same pair in every epoch)")
     save_every: int = _f(200, "save a checkpoint every N optimizer steps (and always at the end)")
     keep_checkpoints: int = _f(2, "how many step checkpoints to keep")
     log_every: int = _f(1, "log metrics every N optimizer steps")

@@ -129,7 +129,9 @@ class BatchBuilder:
             return build_training_batch(self.processor, utterances, task)
         from apa.training.pairs import make_pairs
 
-        pairs = make_pairs(utterances, task, self.slopes, seed=self.config.seed, epoch=self.epoch)
+        # One pair per utterance per epoch; a pair is a pure function of (seed, epoch, id).
+        pair_epoch = self.epoch if self.config.fresh_pairs_each_epoch else 0
+        pairs = make_pairs(utterances, task, self.slopes, seed=self.config.seed, epoch=pair_epoch)
         batch = build_training_batch(self.processor, utterances, task,
                                      targets=[p.chosen_text for p in pairs],
                                      rejected_targets=[p.rejected_text for p in pairs])
