@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from apa.errors import ApaError
-from apa.training.losses import (average_logps, ce_loss, dpo_loss, sequence_logps, sft_loss, simpo_ce_loss,
+from apa.training.losses import (ce_loss, dpo_loss, sequence_logps, sft_loss, simpo_ce_loss,
                                  simpo_loss)
 
 
@@ -69,10 +69,6 @@ def test_sft_loss_token_mean_and_global_count():
     # without a global count each micro-batch is its own mean
     assert sft_loss(torch.tensor([-3.0]), torch.tensor([2])).item() == pytest.approx(1.5)
     assert sft_loss(torch.tensor([0.0]), torch.tensor([0])).item() == 0.0
-
-
-def test_average_logps():
-    assert average_logps(torch.tensor([-3.0, 0.0]), torch.tensor([2, 0])).tolist() == [-1.5, 0.0]
 
 
 R_CHOSEN = [-0.5, -1.2, -3.0]
@@ -157,7 +153,7 @@ def test_dpo_by_hand_and_gradients():
 def test_gradients_flow_from_logits():
     logits = torch.tensor(LOGITS, requires_grad=True)
     sum_logp, n = sequence_logps(logits, torch.tensor(LABELS))
-    r = average_logps(sum_logp, n)
+    r = sum_logp / n
     out = simpo_ce_loss(r[:1], r[1:])
     out.losses.mean().backward()
     assert torch.isfinite(logits.grad).all()

@@ -168,7 +168,7 @@ def micro_batch_loss(model, batch, config: TrainConfig, totals: torch.Tensor):
     batch = move_to(batch, model.device, dtype=next(model.parameters()).dtype)
     logps = response_logps(model, batch, clip_of_row)
     if config.method == "sft":
-        loss = -logps.sum_logp.sum() / totals[0]
+        loss = losses.sft_loss(logps.sum_logp, logps.n_tokens, num_items_in_batch=totals[0])
         return loss, {"nll_sum": float(-logps.sum_logp.detach().sum())}
 
     n = batch["labels"].shape[0] // 2
@@ -177,9 +177,10 @@ def micro_batch_loss(model, batch, config: TrainConfig, totals: torch.Tensor):
     if config.method == "simpo":
         pair_losses, margins = losses.simpo_loss(logps.mean_logp[chosen], logps.mean_logp[rejected],
                                                  beta=config.beta, gamma=config.gamma, form=config.simpo_form)
-        chosen_nll = -logps.sum_logp[chosen].sum()
-        loss = pair_losses.sum() / totals[1] + config.ce_weight * chosen_nll / totals[2]
-        stats["ce_sum"] = float(chosen_nll.detach())
+        # lambda x CE(y+), every chosen token of the step weighing the same (as in SFT)
+        ce = losses.sft_loss(logps.sum_logp[chosen], logps.n_tokens[chosen], num_items_in_batch=totals[2])
+        loss = pair_losses.sum() / totals[1] + config.ce_weight * ce
+        stats["ce_sum"] = float(-logps.sum_logp[chosen].detach().sum())
     else:
         with torch.no_grad(), model.disable_adapter():
             reference = response_logps(model, batch, clip_of_row)

@@ -67,13 +67,6 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
     return sum_logp, mask.sum(dim=-1)
 
 
-def average_logps(sum_logp: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
-    """r(y) = sum_logp / n (paper eq. 2), per sequence; 0 for a sequence with no tokens."""
-    return sum_logp / n_tokens.clamp(min=1).to(sum_logp.dtype)
-
-
-# --- supervised fine-tuning --------------------------------------------------------------
-
 def sft_loss(sum_logp: torch.Tensor, n_tokens: torch.Tensor,
              num_items_in_batch: int | torch.Tensor | None = None) -> torch.Tensor:
     """Token-mean cross-entropy: ``-sum_b sum_logp[b] / N``.
