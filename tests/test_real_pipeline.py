@@ -55,3 +55,27 @@ def test_smoke_adapter_on_real_clips(tmp_path, tiny_model_dir, capsys):
     metrics = json.loads((tmp_path / "eval_free" / "metrics.json").read_text())
     assert metrics["parse"]["with_problems"] == 6  # 40 tokens cannot hold a full response
     assert metrics["sentence"]["accuracy"]["coverage"] < 1.0
+
+
+@pytest.fixture(scope="module")
+def so762_train_manifest(tmp_path_factory):
+    from apa.data.so762 import read_so762
+
+    out = tmp_path_factory.mktemp("so762_smoke")
+    path = out / "so762_train.jsonl"
+    write_manifest(path, read_so762(ROOT, out_dir=out, check_audio=False)["train"][:16])
+    return path
+
+
+@pytest.mark.parametrize("config", ["smoke", "smoke_simpo", "smoke_dpo"])
+def test_smoke_configs_finish_and_the_loss_falls(tmp_path, tiny_model_dir, so762_train_manifest, config):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{config}.yaml"
+    out = tmp_path / config
+    assert main(["train", "--config", str(path), "--no-progress", f"model={tiny_model_dir}",
+                 f"train={so762_train_manifest}", f"output_dir={out}"]) == 0
+    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 12
+    assert sum(losses[-3:]) < sum(losses[:3])
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
