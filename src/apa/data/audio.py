@@ -98,18 +98,20 @@ def load_audio(path: str | Path, check: bool = True, max_seconds: float = MAX_SE
     return samples
 
 
-def decode_audio_bytes(data: bytes, name: str = "upload", max_seconds: float = MAX_SECONDS) -> np.ndarray:
-    """Decode an uploaded file held in memory (the HTTP service's path)."""
+def decode_audio_bytes(data: bytes, name: str = "upload", max_seconds: float = MAX_SECONDS,
+                       check: bool = True) -> np.ndarray:
+    """Decode an audio file held in memory (an upload, a clip embedded in a dataset)."""
     import io
 
     import soundfile as sf
 
     if not data:
-        raise AudioError(f"{name} is empty (0 bytes); send the recording's file")
+        raise AudioError(f"{name} is empty (0 bytes); give the recording's file")
     try:
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
     except Exception as e:
-        raise AudioError(f"cannot decode {name}: {_reason(e)}; send WAV, FLAC, OGG or MP3") from None
+        raise AudioError(f"cannot decode {name}: {_reason(e)}; give WAV, FLAC, OGG or MP3") from None
     samples = to_mono_16k(samples, rate, name=name)
-    check_clip(samples, name, max_seconds)
+    if check:
+        check_clip(samples, name, max_seconds)
     return samples
