@@ -7,7 +7,7 @@ projector frozen), SFT on one `multi` sample repeated to the batch size (equal l
 - ``naive``: ``model(**batch, labels=labels).loss.backward()``, the plain transformers +
   PEFT loop the paper ran (LLaMA-Factory, batch 1): the stock forward projects EVERY
   position through the LM head (156k words for the 7B) and takes a cross-entropy over them.
-- ``ours``: apa's training step (apa.training.loop.micro_batch_loss ->
+- ``ours``: apa's training step (apa.training.objectives.Sft.loss ->
   apa.forward.response_logps): the LM head only on the response positions, each clip
   encoded once, the loss normalised by the step's response tokens.
 
@@ -28,7 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import inputs  # noqa: E402
+import measure  # noqa: E402
+import models  # noqa: E402
 
 LORA_R, LORA_ALPHA, LORA_DROPOUT = 8, 16, 0.0  # apa's TrainConfig defaults (paper: rank 8)
 MAX_GRAD_NORM = 1.0
@@ -38,17 +40,17 @@ LEARNING_RATE = 1e-4
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    common.add_common_arguments(parser)
-    parser.add_argument("--batch-sizes", type=common.int_list, default=[1, 4, 8, 16],
+    models.add_common_arguments(parser)
+    parser.add_argument("--batch-sizes", type=models.int_list, default=[1, 4, 8, 16],
                         help="batch sizes of apa's step (default 1,4,8,16)")
-    parser.add_argument("--naive-batch-sizes", type=common.int_list, default=[1],
+    parser.add_argument("--naive-batch-sizes", type=models.int_list, default=[1],
                         help="batch sizes of the stock step (default 1, as the paper ran it)")
     parser.add_argument("--gradient-checkpointing", choices=("off", "on", "both"), default="off",
                         help="gradient checkpointing in the text model: off, on, or both (every case twice)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per case (default %(default)s)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before them (default %(default)s)")
     args = parser.parse_args(argv)
-    common.check_common_arguments(parser, args)
+    models.check_common_arguments(parser, args)
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be at least 1 and --warmup at least 0")
     return args
@@ -72,26 +74,26 @@ class Bench:
         from apa.tasks import get_task
 
         self.args = args
-        self.device = common.pick_device(args.device, args.threads)
-        self.dtype = common.pick_dtype(args)
+        self.device = models.pick_device(args.device, args.threads)
+        self.dtype = models.pick_dtype(args)
         torch.manual_seed(args.seed)
-        model, self.processor = common.build_model(args, self.device, self.dtype)
+        model, self.processor = models.build_model(args, self.device, self.dtype)
         self.model = add_lora(model, r=LORA_R, alpha=LORA_ALPHA, dropout=LORA_DROPOUT)
         self.model.train()
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         task = get_task("multi")
-        utt = common.bench_utterance(self.processor.tokenizer, task, args.target_tokens)
-        clip = common.speech_like_clip(args.audio_seconds, args.seed)
-        self.sample = common.sample_row(self.processor, task, clip, utt, args.prompt_tokens, args.target_tokens)
+        utt = inputs.bench_utterance(self.processor.tokenizer, task, args.target_tokens)
+        clip = inputs.speech_like_clip(args.audio_seconds, args.seed)
+        self.sample = inputs.sample_row(self.processor, task, clip, utt, args.prompt_tokens, args.target_tokens)
         self.checkpointing = False
 
     def describe(self) -> str:
         sample = self.sample
-        n_audio = common.count_audio_tokens(sample, self.processor)
+        n_audio = inputs.count_audio_tokens(sample, self.processor)
         n_response = int((sample["labels"][0] != -100).sum())
         n_total = sample["input_ids"].shape[1]
         lora = sum(p.numel() for p in self.trainable)
-        return (common.describe_setup(self.args, self.device, self.dtype, self.model) + "\n"
+        return (models.describe_setup(self.args, self.device, self.dtype, self.model) + "\n"
                 f"sample: {n_total} tokens = {n_audio} audio ({self.args.audio_seconds:g} s) + "
                 f"{n_total - n_audio - n_response} prompt text + {n_response} response; "
                 f"LoRA r={LORA_R} on the text model: {lora / 1e6:.2f}M trainable parameters")
@@ -110,34 +112,34 @@ class Bench:
     def run(self, case: str) -> dict:
         path, batch_size, flag = case.split(":")
         batch_size, checkpointing = int(batch_size), flag == "1"
-        result = common.measure(self.device, lambda: self._time(path, batch_size, checkpointing))
+        result = measure.measure(self.device, lambda: self._time(path, batch_size, checkpointing))
         for p in self.trainable:  # whatever happened, leave no gradients behind
             p.grad = None
-        common.free_memory(self.device)
+        measure.free_memory(self.device)
         return dict(result, path=path, batch=batch_size, checkpointing=checkpointing)
 
     def _time(self, path: str, batch_size: int, checkpointing: bool) -> dict:
         import torch
 
         from apa.collate import move_to
-        from apa.training.config import TrainConfig
-        from apa.training.loop import count_units, micro_batch_loss
+        from apa.tasks import get_task
+        from apa.training.objectives import Sft
 
         self.set_checkpointing(checkpointing)
         keys = ("input_ids", "attention_mask", "labels", "input_features", "feature_attention_mask")
-        batch = common.repeat_rows(self.sample, batch_size, keys)
+        batch = inputs.repeat_rows(self.sample, batch_size, keys)
         optimizer = torch.optim.AdamW(self.trainable, lr=LEARNING_RATE)
         if path == "naive":
-            inputs = move_to(batch, self.device, dtype=self.dtype)
+            moved = move_to(batch, self.device, dtype=self.dtype)
 
             def loss_of_step():
-                return self.model(**inputs).loss  # labels in inputs: the stock full-vocabulary loss
+                return self.model(**moved).loss  # labels in the inputs: the stock full-vocabulary loss
         else:
-            config = TrainConfig(method="sft")
-            totals = count_units(batch, "sft").to(self.device).clamp(min=1)
+            objective = Sft(get_task("multi"))  # as apa.training.loop runs it
+            totals = {k: torch.tensor(max(v, 1.0), device=self.device) for k, v in objective.counts(batch).items()}
 
             def loss_of_step():
-                return micro_batch_loss(self.model, batch, config, totals)[0]
+                return objective.loss(self.model, batch, totals)[0]
 
         def step():
             loss = loss_of_step()
@@ -148,7 +150,7 @@ class Bench:
 
         for _ in range(self.args.warmup):
             step()
-        seconds = common.timed(self.device, lambda: [step() for _ in range(self.args.steps)])
+        seconds = measure.timed(self.device, lambda: [step() for _ in range(self.args.steps)])
         ms_per_sample = 1000 * seconds / (self.args.steps * batch_size)
         return {"ms_per_sample": ms_per_sample, "samples_per_s": 1000 / ms_per_sample}
 
@@ -159,11 +161,11 @@ def table(results: list[dict]) -> str:
         gc_text = "on" if r["checkpointing"] else "off"
         if r["status"] == "ok":
             rows.append([r["path"], r["batch"], gc_text, f"{r['ms_per_sample']:.1f}", f"{r['samples_per_s']:.2f}",
-                         common.format_bytes(r["peak_bytes"]),
-                         common.format_bytes(max(0, r["peak_bytes"] - r["baseline_bytes"]))])
+                         measure.format_bytes(r["peak_bytes"]),
+                         measure.format_bytes(max(0, r["peak_bytes"] - r["baseline_bytes"]))])
         else:
             rows.append([r["path"], r["batch"], gc_text, r["status"], "-", "-", "-"])
-    return common.markdown_table(["path", "batch", "grad ckpt", "ms/sample", "samples/s", "peak memory",
+    return measure.markdown_table(["path", "batch", "grad ckpt", "ms/sample", "samples/s", "peak memory",
                                   "above model"], rows)
 
 
@@ -173,20 +175,20 @@ def main(argv=None) -> int:
     if args.worker:  # one case in this (fresh) process
         bench = Bench(args)
         print(bench.describe(), file=sys.stderr)
-        common.emit(dict(bench.run(args.worker), setup=bench.describe()))
+        measure.emit(dict(bench.run(args.worker), setup=bench.describe()))
         return 0
 
-    device = common.pick_device(args.device, args.threads)
-    isolated = common.use_subprocesses(args, device)
+    device = models.pick_device(args.device, args.threads)
+    isolated = models.use_subprocesses(args, device)
     results, header = [], None
     if isolated:
         for case in cases(args):
             print(f"running {case} ...", file=sys.stderr, flush=True)
-            result = common.run_in_subprocess(__file__, common.worker_argv(argv), case)
+            result = measure.run_in_subprocess(__file__, measure.worker_argv(argv), case)
             path, batch, flag = case.split(":")
             results.append(dict(result, path=path, batch=int(batch), checkpointing=flag == "1"))
         setups = [r["setup"] for r in results if r.get("setup")]
-        header = (setups[0] if setups else common.describe_setup(args, device, common.pick_dtype(args))) + \
+        header = (setups[0] if setups else models.describe_setup(args, device, models.pick_dtype(args))) + \
             "\n(each case in a fresh subprocess)"
     else:
         bench = Bench(args)
@@ -197,7 +199,7 @@ def main(argv=None) -> int:
         del bench
     print(f"\nTraining throughput ({args.warmup} warm-up + {args.steps} timed steps per case)")
     print(header)
-    print(common.memory_label(device, isolated) + "\n")
+    print(measure.memory_label(device, isolated) + "\n")
     print(table(results))
     return 0
 

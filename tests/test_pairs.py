@@ -11,8 +11,9 @@ from apa.data.manifest import Utterance, Word, write_manifest
 from apa.errors import ApaError
 from apa.targets import ScoreSet, parse_scores
 from apa.tasks import TASKS
-from apa.training.pairs import (Fit, Slopes, Target, draw_new_value, draw_target, fit_slopes, make_pair,
-                                make_pairs, pair_rng, rejected_scores, rounded_reference)
+from apa.training.pairs import (Target, draw_new_value, draw_target, make_pair, make_pairs, pair_rng,
+                                rejected_scores, rounded_reference)
+from apa.training.slopes import Fit, Slopes, fit_slopes
 
 
 def word(text, phones, acc, stress, total, phone_scores):

@@ -1,4 +1,4 @@
-"""Scores -> response text and response text -> scores (METHOD.md section 3), one module.
+"""Scores -> response text and response text -> scores (docs/method.md, Prompt and response), one module.
 
 The response of the comprehensive task looks like::
 
@@ -68,7 +68,7 @@ class ParseResult:
 
 
 def round_half_up(value: float) -> int:
-    """METHOD.md: every score is written as an integer, rounding half up (8.5 -> 9)."""
+    """docs/method.md: every score is written as an integer, rounding half up (8.5 -> 9)."""
     return int(math.floor(value + 0.5))
 
 
@@ -149,6 +149,12 @@ def response_template(utt: Utterance, task: Task) -> list[str | Slot]:
                 text((" " if j else "") + phone + "/")
                 parts.append(Slot("phone", "accuracy", word=i, phone=j))
     return parts
+
+
+def has_scores(utt: Utterance, task: Task) -> bool:
+    """Whether the reference has every score ``task`` writes (so it can be a training target)."""
+    scores = reference_scores(utt)
+    return all(part.value(scores) is not None for part in response_template(utt, task) if isinstance(part, Slot))
 
 
 def _slot_name(utt: Utterance, slot: Slot) -> str:

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
-from apa.errors import ApaError
 from apa.tasks import TASKS
 
 
@@ -37,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from apa.data.manifest import read_manifest
-    from apa.training.pairs import Slopes, fit_slopes, make_pairs
+    from apa.files import atomic_write_lines
+    from apa.training.pairs import make_pairs
+    from apa.training.slopes import Slopes, fit_slopes
 
     utterances = read_manifest(args.manifest)
     if args.slopes:
@@ -55,17 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     slopes_out = Path(args.slopes_out) if args.slopes_out else out.with_suffix(".slopes.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            for pair in pairs:
-                f.write(json.dumps(pair.to_dict(), ensure_ascii=False) + "\n")
-        os.replace(tmp, out)
-        slopes.save(slopes_out)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise ApaError(f"cannot write {out}: {e.strerror}; choose another --out") from e
+    atomic_write_lines(out, (json.dumps(pair.to_dict(), ensure_ascii=False) for pair in pairs))
+    slopes.save(slopes_out)
 
     fields = Counter(f"{p.target.level} {p.target.aspect}" for p in pairs)
     propagated = sum(len(p.changed) > 1 for p in pairs)

@@ -17,12 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from apa.training.config import config_help, load_config
+    from apa.training.config import load_train_config, train_config_help
 
     if args.help_config:
-        print(config_help())
+        print(train_config_help())
         return 0
-    config = load_config(args.config, args.overrides)
+    config = load_train_config(args.config, args.overrides)
     from apa.training.loop import train
 
     train(config, resume=args.resume, progress=not args.no_progress)

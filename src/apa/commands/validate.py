@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def summary_lines(path: str, utterances: list, check_audio: bool = False) -> list[str]:
     """Human-readable summary of validated utterances (apa.data.manifest.Utterance)."""
+    from apa.targets import has_scores
     from apa.tasks import ASPECTS, TASKS
 
     n = len(utterances)
@@ -46,14 +47,7 @@ def summary_lines(path: str, utterances: list, check_audio: bool = False) -> lis
         fields.append(f"phone accuracy ({present(phone_values)})")
     lines.append("  score fields: " + (", ".join(fields) if fields else "none (usable for prediction only)"))
 
-    def complete(level: str, aspect: str) -> bool:
-        if level == "sentence":
-            return all(u.scores.get(aspect) is not None for u in utterances)
-        if level == "word":
-            return all(w.scores.get(aspect) is not None for w in words)
-        return all(w.phone_scores is not None and all(s is not None for s in w.phone_scores) for w in words)
-
-    usable = [name for name, task in TASKS.items() if all(complete(*f) for f in task.fields)]
+    usable = [name for name, task in TASKS.items() if all(has_scores(u, task) for u in utterances)]
     lines.append("  trainable tasks (every field labelled): " + (", ".join(usable) if usable else "none"))
 
     durations = [u.duration for u in utterances]

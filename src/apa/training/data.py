@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from apa.data.manifest import Utterance
+from apa.data.manifest import Utterance, read_manifest
+from apa.errors import ApaError
+from apa.targets import has_scores
+from apa.tasks import Task
 
 # Length-grouped batching sorts within windows of this many batches: enough to make batches
 # of similar length, few enough that the order stays random across the epoch.
@@ -23,6 +26,25 @@ GROUP_WINDOW_BATCHES = 64
 class Source:
     utterances: list[Utterance]
     weight: float
+
+
+def load_sources(train: list[dict], task: Task, limit: int = 0, log=print) -> list[Source]:
+    """Read the training manifests ({path, weight} each) and keep the utterances that carry
+    every score ``task`` needs; ``limit`` keeps the first N of each manifest."""
+    sources = []
+    for item in train:
+        utterances = read_manifest(item["path"])
+        if limit:
+            utterances = utterances[:limit]
+        usable = [utt for utt in utterances if has_scores(utt, task)]
+        if not usable:
+            raise ApaError(f"{item['path']}: no utterance has all the scores task {task.name} needs "
+                           f"({', '.join(f'{l} {a}' for l, a in task.fields)}); choose another task for this corpus")
+        if len(usable) < len(utterances):
+            log(f"{item['path']}: {len(utterances) - len(usable)} utterances lack scores for "
+                f"{task.name} and are left out")
+        sources.append(Source(utterances=usable, weight=float(item.get("weight", 1.0))))
+    return sources
 
 
 def utterance_length(utt: Utterance) -> float:

@@ -1,7 +1,8 @@
-"""SFT, SimPO(+CE) and DPO losses as pure tensor functions (METHOD.md section 5).
+"""SFT, SimPO(+CE) and DPO losses as pure tensor functions (docs/method.md, Training).
 
-Nothing here touches a model: the training loop runs the model, gets logits, and hands
-tensors to these functions. Every function is tested against numbers computed by hand.
+Nothing here touches a model: apa.forward.response_logps gives each row's summed response
+log-likelihood and token count, and apa.training.objectives hands them to these functions.
+Every function is tested against numbers computed by hand.
 
 Notation, per example: ``sum_logp = sum_t log P(y_t | y_<t, x)`` over the scored tokens of
 the response y (the assistant turn and its end token), ``n = |y|`` the number of scored
@@ -29,42 +30,7 @@ import torch.nn.functional as F
 
 from apa.errors import ApaError
 
-IGNORE_INDEX = -100
 SIMPO_FORMS = ("paper", "trl")
-
-
-# --- token log-probabilities -----------------------------------------------------------
-
-def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX,
-                   shift: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probability of the scored tokens of each sequence, and their number.
-
-    ``logits``: (B, T, V); ``labels``: (B, T), the token ids with every position that is not
-    scored (prompt, audio, padding) set to ``ignore_index``.
-
-    ``shift=True`` (default, the causal-LM convention of transformers): ``labels`` has the
-    same positions as the input ids, so the logits at position t predict the label at t+1;
-    the function uses ``logits[:, :-1]`` against ``labels[:, 1:]``. ``shift=False``: the
-    caller has already aligned them, and ``logits[:, t]`` predicts ``labels[:, t]``.
-
-    Returns ``(sum_logp, n_tokens)``, both of shape (B,): ``sum_logp[b] = sum over scored t
-    of log softmax(logits[b, t])[labels[b, t]]`` (float32, differentiable), ``n_tokens[b]``
-    the number of scored positions (int64). A sequence with no scored token gets 0 and 0.
-
-    Only the scored positions go through the log-softmax (computed in float32), so the
-    long prompt with its audio tokens costs no (T x V) float32 copy.
-    """
-    if logits.dim() != 3 or labels.dim() != 2 or logits.shape[:2] != labels.shape:
-        raise ValueError(f"expected logits (B, T, V) and labels (B, T); got {tuple(logits.shape)} "
-                         f"and {tuple(labels.shape)}")
-    if shift:
-        logits, labels = logits[:, :-1], labels[:, 1:]
-    mask = labels != ignore_index
-    batch_index = mask.nonzero(as_tuple=True)[0]
-    token_logps = -F.cross_entropy(logits[mask].float(), labels[mask], reduction="none")
-    sum_logp = torch.zeros(labels.shape[0], dtype=torch.float32, device=logits.device)
-    sum_logp = sum_logp.index_add(0, batch_index, token_logps)
-    return sum_logp, mask.sum(dim=-1)
 
 
 def sft_loss(sum_logp: torch.Tensor, n_tokens: torch.Tensor,
@@ -87,13 +53,6 @@ def sft_loss(sum_logp: torch.Tensor, n_tokens: torch.Tensor,
     return -total / count.clamp(min=1)
 
 
-def ce_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None,
-            ignore_index: int = IGNORE_INDEX, shift: bool = True) -> torch.Tensor:
-    """``sft_loss(*sequence_logps(logits, labels))``: token-mean CE straight from logits."""
-    sum_logp, n_tokens = sequence_logps(logits, labels, ignore_index=ignore_index, shift=shift)
-    return sft_loss(sum_logp, n_tokens, num_items_in_batch)
-
-
 # --- preference losses ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -108,8 +67,6 @@ class PreferenceLoss:
     margins: torch.Tensor           # (B,) chosen_rewards - rejected_rewards, detached
     chosen_rewards: torch.Tensor    # (B,) SimPO: beta * r(y+); DPO: beta * (pi(y+) - ref(y+)); detached
     rejected_rewards: torch.Tensor  # (B,) the same for y-
-    simpo_losses: torch.Tensor | None = None  # simpo_ce_loss only: the SimPO part (B,)
-    ce_losses: torch.Tensor | None = None     # simpo_ce_loss only: mean token NLL of y+ (B,)
 
     def __iter__(self):
         return iter((self.losses, self.margins))
@@ -135,23 +92,6 @@ def simpo_loss(chosen_avg_logp: torch.Tensor, rejected_avg_logp: torch.Tensor, b
     chosen_rewards = (beta * chosen_avg_logp).detach()
     rejected_rewards = (beta * rejected_avg_logp).detach()
     return PreferenceLoss(losses, chosen_rewards - rejected_rewards, chosen_rewards, rejected_rewards)
-
-
-def simpo_ce_loss(chosen_avg_logp: torch.Tensor, rejected_avg_logp: torch.Tensor, beta: float = 0.1,
-                  gamma: float = 0.5, lambda_ce: float = 0.1, form: str = "paper",
-                  chosen_nll: torch.Tensor | None = None) -> PreferenceLoss:
-    """Per-example ``L_SimPO + lambda_ce * CE(y+)`` (paper eq. 3, lambda 0.1).
-
-    ``CE(y+)`` is the mean token negative log-likelihood of the chosen response, i.e.
-    ``-chosen_avg_logp``, unless the caller passes its own ``chosen_nll`` (B,). Per example:
-    the caller reduces (with the paper's batch size 1, ``losses.mean()`` is eq. 3 exactly; a
-    loop that wants the CE token-weighted across micro-batches combines ``simpo_loss`` with
-    ``sft_loss`` itself).
-    """
-    simpo = simpo_loss(chosen_avg_logp, rejected_avg_logp, beta=beta, gamma=gamma, form=form)
-    ce = -chosen_avg_logp if chosen_nll is None else chosen_nll
-    return PreferenceLoss(simpo.losses + lambda_ce * ce, simpo.margins, simpo.chosen_rewards,
-                          simpo.rejected_rewards, simpo_losses=simpo.losses, ce_losses=ce)
 
 
 def dpo_loss(policy_chosen_logp: torch.Tensor, policy_rejected_logp: torch.Tensor,
