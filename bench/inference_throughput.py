@@ -30,7 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import inputs  # noqa: E402
+import measure  # noqa: E402
+import models  # noqa: E402
 
 QUICK = {"naive_batch_sizes": [1, 8], "batch_sizes": [8, 32], "warmup": 0}
 
@@ -38,10 +40,10 @@ QUICK = {"naive_batch_sizes": [1, 8], "batch_sizes": [8, 32], "warmup": 0}
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    common.add_common_arguments(parser)
-    parser.add_argument("--batch-sizes", type=common.int_list, default=None,
+    models.add_common_arguments(parser)
+    parser.add_argument("--batch-sizes", type=models.int_list, default=None,
                         help="batch sizes of constrained decoding (default 32,96)")
-    parser.add_argument("--naive-batch-sizes", type=common.int_list, default=None,
+    parser.add_argument("--naive-batch-sizes", type=models.int_list, default=None,
                         help="batch sizes of model.generate (default 1,32)")
     parser.add_argument("--static-cache", action="store_true",
                         help="also time model.generate with cache_implementation='static'")
@@ -52,7 +54,7 @@ def parse_args(argv=None):
                         help="small settings for a CPU check with a test shape: naive batches 1,8, "
                              "ours 8,32, no warm-up runs (explicit options still win)")
     args = parser.parse_args(argv)
-    common.check_common_arguments(parser, args)
+    models.check_common_arguments(parser, args)
     defaults = QUICK if args.quick else {"naive_batch_sizes": [1, 32], "batch_sizes": [32, 96], "warmup": 1}
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -81,23 +83,23 @@ class Bench:
         from apa.tasks import get_task
 
         self.args = args
-        self.device = common.pick_device(args.device, args.threads)
-        self.dtype = common.pick_dtype(args)
+        self.device = models.pick_device(args.device, args.threads)
+        self.dtype = models.pick_dtype(args)
         torch.manual_seed(args.seed)
-        self.model, self.processor = common.build_model(args, self.device, self.dtype)
+        self.model, self.processor = models.build_model(args, self.device, self.dtype)
         self.task = get_task("multi")
         tokenizer = self.processor.tokenizer
-        self.utt = common.bench_utterance(tokenizer, self.task, args.target_tokens)
-        clip = common.speech_like_clip(args.audio_seconds, args.seed)
-        sample = common.sample_row(self.processor, self.task, clip, self.utt, args.prompt_tokens, args.target_tokens)
+        self.utt = inputs.bench_utterance(tokenizer, self.task, args.target_tokens)
+        clip = inputs.speech_like_clip(args.audio_seconds, args.seed)
+        sample = inputs.sample_row(self.processor, self.task, clip, self.utt, args.prompt_tokens, args.target_tokens)
         self.prompt = {"input_ids": sample["prompt_ids"], "attention_mask": torch.ones_like(sample["prompt_ids"]),
                        "input_features": sample["input_features"],
                        "feature_attention_mask": sample["feature_attention_mask"]}
-        self.n_audio = common.count_audio_tokens(sample, self.processor)
+        self.n_audio = inputs.count_audio_tokens(sample, self.processor)
         response = format_scores(self.utt, self.task) + END_OF_TURN
         # The template's length: what constrained decoding writes and generate is forced to write.
         self.new_tokens = len(tokenizer(response, add_special_tokens=False)["input_ids"])
-        self.real_lower_bound = common.pretoken_count(response)
+        self.real_lower_bound = inputs.pretoken_count(response)
         self.slots = len(TemplateTokens(tokenizer).plan(self.utt, self.task).slots)
         self.warmed_up = False
 
@@ -105,7 +107,7 @@ class Bench:
         utt = self.utt
         n_phones = sum(len(w.phones) for w in utt.words)
         prompt_len = self.prompt["input_ids"].shape[1]
-        return (common.describe_setup(self.args, self.device, self.dtype, self.model) + "\n"
+        return (models.describe_setup(self.args, self.device, self.dtype, self.model) + "\n"
                 f"utterance: {len(utt.words)} words, {n_phones} phones ({utt.text}); prompt {prompt_len} tokens = "
                 f"{self.n_audio} audio ({self.args.audio_seconds:g} s) + {prompt_len - self.n_audio} text\n"
                 f"response template: {self.new_tokens} tokens with the tiny tokenizer (real tokenizer: at least "
@@ -118,16 +120,16 @@ class Bench:
     def batch(self, batch_size: int) -> dict:
         from apa.collate import move_to
 
-        rows = common.repeat_rows(self.prompt, batch_size, list(self.prompt))
+        rows = inputs.repeat_rows(self.prompt, batch_size, list(self.prompt))
         return move_to(rows, self.device, dtype=self.dtype)
 
     def naive(self, batch: dict, cache: str, new_tokens: int | None = None) -> None:
         import torch
 
-        from apa.inference.generate import _greedy_config
+        from apa.inference.free import greedy_generation_config
 
         new_tokens = new_tokens or self.new_tokens
-        config = _greedy_config(self.model, self.processor, new_tokens)  # as apa's free decoding runs it
+        config = greedy_generation_config(self.processor, new_tokens)  # as apa's free decoding runs it
         config.min_new_tokens = new_tokens
         if cache == "static":
             config.cache_implementation = "static"
@@ -138,10 +140,10 @@ class Bench:
             raise RuntimeError(f"generate made {made} tokens, not {new_tokens}")
 
     def ours(self, batch: dict) -> None:
-        from apa.inference.generate import get_decoder
+        from apa.inference.decoding import DECODERS
 
         rows = batch["input_ids"].shape[0]
-        results = get_decoder("constrained")(self.model, self.processor, batch, [self.utt] * rows, self.task, None)
+        results = DECODERS["constrained"](self.model, self.processor, batch, [self.utt] * rows, self.task, None)
         if len(results) != rows:
             raise RuntimeError("constrained decoding returned the wrong number of rows")
 
@@ -158,8 +160,8 @@ class Bench:
         path, batch_size = parts[0], int(parts[1])
         cache = parts[2] if path == "naive" else None
         self.warm_up()
-        result = common.measure(self.device, lambda: self._time(path, batch_size, cache))
-        common.free_memory(self.device)
+        result = measure.measure(self.device, lambda: self._time(path, batch_size, cache))
+        measure.free_memory(self.device)
         return dict(result, path=path, batch=batch_size, cache=cache, calls=self.calls(path))
 
     def _time(self, path: str, batch_size: int, cache: str | None) -> dict:
@@ -167,7 +169,7 @@ class Bench:
         run = (lambda: self.naive(batch, cache)) if path == "naive" else (lambda: self.ours(batch))
         for _ in range(self.args.warmup):
             run()
-        seconds = common.timed(self.device, lambda: [run() for _ in range(self.args.repeats)]) / self.args.repeats
+        seconds = measure.timed(self.device, lambda: [run() for _ in range(self.args.repeats)]) / self.args.repeats
         return {"seconds_per_batch": seconds, "utterances_per_s": batch_size / seconds}
 
 
@@ -182,10 +184,10 @@ def table(results: list[dict]) -> str:
     for r in results:
         if r["status"] == "ok":
             rows.append([label(r), r["batch"], f"{r['utterances_per_s']:.3g}", f"{r['seconds_per_batch']:.2f}",
-                         r.get("calls", "-"), common.format_bytes(r["peak_bytes"])])
+                         r.get("calls", "-"), measure.format_bytes(r["peak_bytes"])])
         else:
             rows.append([label(r), r["batch"], r["status"], "-", r.get("calls", "-"), "-"])
-    return common.markdown_table(["path", "batch", "utterances/s", "s/batch", "sequential model calls per batch",
+    return measure.markdown_table(["path", "batch", "utterances/s", "s/batch", "sequential model calls per batch",
                                   "peak memory"], rows)
 
 
@@ -195,21 +197,21 @@ def main(argv=None) -> int:
     if args.worker:  # one case in this (fresh) process
         bench = Bench(args)
         print(bench.describe(), file=sys.stderr)
-        common.emit(dict(bench.run(args.worker), setup=bench.describe()))
+        measure.emit(dict(bench.run(args.worker), setup=bench.describe()))
         return 0
 
-    device = common.pick_device(args.device, args.threads)
-    isolated = common.use_subprocesses(args, device)
+    device = models.pick_device(args.device, args.threads)
+    isolated = models.use_subprocesses(args, device)
     results = []
     if isolated:
         for case in cases(args):
             print(f"running {case} ...", file=sys.stderr, flush=True)
-            result = common.run_in_subprocess(__file__, common.worker_argv(argv), case)
+            result = measure.run_in_subprocess(__file__, measure.worker_argv(argv), case)
             parts = case.split(":")
             results.append(dict(result, path=parts[0], batch=int(parts[1]),
                                 cache=parts[2] if len(parts) > 2 else None))
         setups = [r["setup"] for r in results if r.get("setup")]
-        header = (setups[0] if setups else common.describe_setup(args, device, common.pick_dtype(args))) + \
+        header = (setups[0] if setups else models.describe_setup(args, device, models.pick_dtype(args))) + \
             "\n(each case in a fresh subprocess)"
     else:
         bench = Bench(args)
@@ -219,7 +221,7 @@ def main(argv=None) -> int:
             results.append(bench.run(case))
     print(f"\nInference throughput ({args.warmup} warm-up + {args.repeats} timed run(s) per case)")
     print(header)
-    print(common.memory_label(device, isolated) + "\n")
+    print(measure.memory_label(device, isolated) + "\n")
     print(table(results), flush=True)
     return 0
 

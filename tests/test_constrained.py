@@ -8,7 +8,7 @@ import torch
 from apa.collate import build_generation_batch, build_training_batch, load_audios
 from apa.forward import response_logps
 from apa.inference.constrained import TemplateTokens
-from apa.inference.generate import decode_batch
+from apa.inference.decoding import decode_batch
 from apa.targets import parse_scores, reference_scores, response_template
 from apa.tasks import TASKS
 

@@ -1,4 +1,4 @@
-"""Batched, resumable prediction (apa.inference.generate and `apa predict`)."""
+"""Batched, resumable prediction (apa.inference.predict and `apa predict`)."""
 
 from __future__ import annotations
 
@@ -6,24 +6,16 @@ import json
 
 import pytest
 
-from apa import cli
+from apa.cli import main
 from apa.errors import ApaError
-from apa.inference.generate import (default_max_new_tokens, generate_texts, length_sorted_batches,
-                                    predict_manifest, read_predictions)
+from apa.inference.decoding import generate_texts
+from apa.inference.free import default_max_new_tokens
+from apa.inference.predict import length_sorted_batches, predict_manifest
+from apa.predictions import read_records as read_predictions
 from apa.targets import format_scores
 from apa.tasks import TASKS
 
 
-def main(argv):
-    """apa.cli.main with only the command under test registered (others may not exist yet)."""
-    name = argv[0]
-    commands = {name: cli.COMMANDS[name]}
-    original = cli.COMMANDS
-    cli.COMMANDS = commands
-    try:
-        return cli.main(argv)
-    finally:
-        cli.COMMANDS = original
 
 
 def _records(path):
@@ -74,7 +66,7 @@ def test_resume_keeps_existing_records_and_repairs_cut_line(tiny_model, utteranc
 
 
 def test_reference_target_parses_and_fits_default_budget(tiny_processor, utterances):
-    from apa.inference.generate import prediction_record
+    from apa.predictions import prediction_record
 
     for task in TASKS.values():
         for utt in utterances:

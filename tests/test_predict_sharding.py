@@ -1,4 +1,4 @@
-"""`apa predict` under torchrun: one shard per process, merged by rank 0 (apa.inference.generate)."""
+"""`apa predict` under torchrun: one shard per process, merged by rank 0 (apa.inference.sharding)."""
 
 from __future__ import annotations
 
@@ -10,21 +10,15 @@ import sys
 
 import pytest
 
-from apa import cli
+from apa.cli import main
 from apa.errors import ApaError
-from apa.inference.generate import (Shard, device_for_shard, merge_shards, predict_manifest, read_predictions,
-                                    shard_files, shard_path)
+from apa.distributed import Processes
+from apa.inference.predict import predict_manifest
+from apa.inference.sharding import merge_shards, shard_files, shard_path
+from apa.predictions import read_records as read_predictions
 from apa.tasks import TASKS
 
 
-def main(argv):
-    """apa.cli.main with only the command under test registered (others may not exist yet)."""
-    original = cli.COMMANDS
-    cli.COMMANDS = {argv[0]: original[argv[0]]}
-    try:
-        return cli.main(argv)
-    finally:
-        cli.COMMANDS = original
 
 
 def free_port() -> int:
@@ -40,23 +34,36 @@ def write_jsonl(path, records, tail: str = ""):
 def test_shard_helpers(tmp_path, monkeypatch):
     out = tmp_path / "pred.jsonl"
     assert shard_path(out, 1, 2) == tmp_path / "pred.rank1-of-2.jsonl"
-    assert Shard(rank=1, world_size=3).take(list("abcdefg")) == ["b", "e"]
+    assert Processes(rank=1, world_size=3).take(list("abcdefg")) == ["b", "e"]
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
-    assert Shard.from_environment() == Shard(0, 1, 0)
-    assert device_for_shard(None, Shard()) is None  # one process: as asked
+    assert Processes.from_environment() == Processes(0, 1, 0)
+    import torch
+
+    assert Processes().device(None) == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert Processes().device("cpu") == "cpu"  # one process: as asked
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("LOCAL_RANK", "0")
-    shard = Shard.from_environment()
-    assert shard == Shard(3, 4, 0)
-    assert device_for_shard("cpu", shard) == "cpu"
-    import torch
-
-    assert device_for_shard(None, shard) == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    processes = Processes.from_environment()
+    assert processes == Processes(3, 4, 0)
+    assert processes.device("cpu") == "cpu"
+    assert processes.device(None) == ("cuda:0" if torch.cuda.is_available() else "cpu")
     monkeypatch.setenv("RANK", "5")
     with pytest.raises(ApaError, match="RANK=5 does not fit WORLD_SIZE=4"):
-        Shard.from_environment()
+        Processes.from_environment()
+
+
+def test_a_cuda_device_this_machine_lacks_is_a_clear_error(monkeypatch):
+    import torch
+
+    from apa.distributed import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ApaError, match="no CUDA GPU.*--device cpu"):
+        resolve_device("cuda")
+    with pytest.raises(ApaError, match="not a device"):
+        resolve_device("gpu0")
 
 
 def test_merge_shards_keeps_out_first_in_manifest_order(tmp_path, utterances):

@@ -33,11 +33,13 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from apa.data.audio import MAX_SECONDS, AudioError, decode_audio_bytes
+from apa.data.audio import AudioError, decode_audio_bytes
 from apa.errors import ApaError
 from apa.data.lexicon import cmu_dictionary
+from apa.inference.decoding import resolve_decoding
 from apa.inference.score import (DEFAULT_DECODING, DEFAULT_TASK, PRACTICE_THRESHOLD, Recording, ScoreResult,
-                                 clip_limit, resolve_decoding, score_prepared, text_to_utterance)
+                                 clip_limit, score_prepared, text_to_utterance)
+from apa.modeling import audio_window_seconds
 from apa.tasks import TASKS, get_task
 
 log = logging.getLogger("apa.serve")
@@ -282,7 +284,7 @@ def _check_audio_format(data: bytes, name: str) -> None:
 
 def create_app(model, processor, *, model_name: str | None = None, task: str = DEFAULT_TASK,
                decoding: str = DEFAULT_DECODING, max_batch: int = 16, max_wait_ms: float = 20.0,
-               max_upload_mb: float = 10.0, max_seconds: float = MAX_SECONDS, max_queue: int = 256,
+               max_upload_mb: float = 10.0, max_seconds: float | None = None, max_queue: int = 256,
                lexicon: dict[str, list[str]] | None = None, threshold: float = PRACTICE_THRESHOLD,
                score_fn: Optional[ScoreFn] = None) -> FastAPI:
     """The scoring app. ``score_fn(recordings, task) -> results`` replaces the model call
@@ -293,9 +295,10 @@ def create_app(model, processor, *, model_name: str | None = None, task: str = D
         raise ApaError(f"--max-wait-ms must be 0 or more, got {max_wait_ms}")
     if max_upload_mb <= 0:
         raise ApaError(f"--max-upload-mb must be positive, got {max_upload_mb}")
-    if not 0 < max_seconds <= MAX_SECONDS:
-        raise ApaError(f"--max-seconds must be in (0, {MAX_SECONDS:.0f}]: the model hears at most "
-                       f"{MAX_SECONDS:.0f} s, got {max_seconds}")
+    window = audio_window_seconds(processor)
+    if max_seconds is not None and not 0 < max_seconds <= window:
+        raise ApaError(f"--max-seconds must be in (0, {window:g}]: the model hears at most {window:g} s, "
+                       f"got {max_seconds}")
     if max_queue < 1:
         raise ApaError(f"--max-queue must be at least 1, got {max_queue}")
     max_seconds = clip_limit(processor, max_seconds)

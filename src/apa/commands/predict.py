@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from apa.data.manifest import read_manifest
     from apa.errors import ApaError
-    from apa.inference.generate import Shard, device_for_shard, predict_manifest
+    from apa.distributed import Processes
+    from apa.inference.predict import predict_manifest
     from apa.modeling import load_model_and_processor
     from apa.tasks import get_task
 
@@ -56,18 +57,18 @@ def run(args: argparse.Namespace) -> int:
         utts = utts[:args.limit]
     # Under torchrun / accelerate launch (WORLD_SIZE > 1) each process predicts a shard on
     # cuda:LOCAL_RANK (or the CPU) and rank 0 merges the shards into --out.
-    shard = Shard.from_environment()
+    processes = Processes.from_environment()
     model, processor = load_model_and_processor(args.model, adapter=args.adapter, dtype=args.dtype,
-                                                device=device_for_shard(args.device, shard))
+                                                device=processes.device(args.device))
     if args.decoding == "auto":
         print(f"decoding: {decoding} ({'fine-tuned adapter' if args.adapter else 'no adapter: zero-shot'})",
               file=sys.stderr)
     summary = predict_manifest(model, processor, utts, task, args.out, batch_size=args.batch_size,
                                max_new_tokens=args.max_new_tokens, decoding=decoding,
-                               progress=not args.no_progress, shard=shard)
-    if shard.rank != 0:
+                               progress=not args.no_progress, processes=processes)
+    if not processes.is_main:
         return 0
-    processes = f" by {shard.world_size} processes" if shard.world_size > 1 else ""
-    print(f"{summary.new} predicted{processes}, {summary.skipped} already in {args.out}")
+    by = f" by {processes.world_size} processes" if processes.several else ""
+    print(f"{summary.new} predicted{by}, {summary.skipped} already in {args.out}")
     print(f"parse rate: {summary.parse_rate:.1%} ({summary.parsed}/{summary.total} outputs parse without problems)")
     return 0

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"base model: a directory or hub id (default {DEFAULT_MODEL})")
     parser.add_argument("--adapter", default=None, help="LoRA adapter directory saved by `apa train`")
     parser.add_argument("--audio", required=True, metavar="FILE",
-                        help="the recording: WAV, FLAC, OGG or MP3, any sample rate, mono or stereo, at most 30 s")
+                        help="the recording: WAV, FLAC, OGG or MP3, any sample rate, mono or stereo, at most the model's audio window (30 s for Qwen2-Audio)")
     parser.add_argument("--text", required=True, help="the sentence that was read (numbers spelt out as words)")
     parser.add_argument("--task", default=DEFAULT_TASK, choices=list(TASKS),
                         help=f"which scores (default {DEFAULT_TASK}: sentence, word and phone)")
@@ -62,14 +62,15 @@ def run(args: argparse.Namespace) -> int:
 
     from apa.data.audio import load_audio
     from apa.data.lexicon import read_lexicon
-    from apa.inference.score import resolve_decoding, score_recordings, text_to_utterance
+    from apa.inference.decoding import resolve_decoding
+    from apa.inference.score import score_recordings, text_to_utterance
     from apa.modeling import load_model_and_processor
 
     decoding = resolve_decoding(args.decoding)
     lexicon = read_lexicon(args.lexicon) if args.lexicon else None
     text_to_utterance(args.text, lexicon)  # unknown words: fail before loading the model
     _check_file(args.audio)
-    audio = load_audio(args.audio)  # unreadable, no samples, silent, > 30 s
+    audio = load_audio(args.audio)  # unreadable, no samples, silent (too long: once the model's window is known)
     model, processor = load_model_and_processor(args.model, adapter=args.adapter, dtype=args.dtype,
                                                 device=args.device)
     result = score_recordings(model, processor, [(audio, args.text)], task=args.task, decoding=decoding,

@@ -31,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-wait-ms", type=float, default=20.0,
                         help="longest wait for more requests to fill a batch (default 20 ms)")
     parser.add_argument("--max-upload-mb", type=float, default=10.0, help="largest audio upload (default 10 MiB)")
-    parser.add_argument("--max-seconds", type=float, default=30.0,
-                        help="longest recording (default and most: 30 s, the model's audio window)")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="longest recording (default and most: the model's audio window, 30 s for "
+                             "Qwen2-Audio)")
     parser.add_argument("--max-queue", type=int, default=256,
                         help="requests that may wait for the model before new ones get 503 (default 256)")
     add_model_options(parser)
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         raise ApaError(f"the HTTP service needs FastAPI and uvicorn ({e}); install them with "
                        "pip install -e '.[serve]'") from None
     from apa.data.lexicon import read_lexicon
-    from apa.inference.score import resolve_decoding
+    from apa.inference.decoding import resolve_decoding
     from apa.modeling import load_model_and_processor
 
     resolve_decoding(args.decoding)

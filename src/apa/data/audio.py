@@ -13,7 +13,6 @@ import numpy as np
 from apa.errors import ApaError
 
 SAMPLE_RATE = 16000
-MAX_SECONDS = 30.0  # Qwen2-Audio's encoder window; longer clips would be cut silently.
 # Peak amplitude under which a clip counts as silent (about -60 dBFS).
 SILENCE_PEAK = 1e-3
 
@@ -71,16 +70,18 @@ def to_mono_16k(samples: np.ndarray, rate: int, name: str = "audio") -> np.ndarr
     return resample(samples, rate)
 
 
-def check_clip(samples: np.ndarray, name: str, max_seconds: float = MAX_SECONDS) -> None:
+def check_clip(samples: np.ndarray, name: str, max_seconds: float | None = None) -> None:
+    """Refuse a silent clip, and one longer than ``max_seconds`` (the model's audio window,
+    which the caller knows; None: no limit here, the processor cuts and warns)."""
     seconds = len(samples) / SAMPLE_RATE
-    if seconds > max_seconds:
+    if max_seconds is not None and seconds > max_seconds:
         raise AudioError(f"{name} is {seconds:.1f} s long; the model hears at most {max_seconds:.0f} s: "
                          "cut it into shorter utterances")
     if float(np.max(np.abs(samples))) < SILENCE_PEAK:
         raise AudioError(f"{name} is silent (peak below -60 dBFS); check the microphone and record again")
 
 
-def load_audio(path: str | Path, check: bool = True, max_seconds: float = MAX_SECONDS) -> np.ndarray:
+def load_audio(path: str | Path, check: bool = True, max_seconds: float | None = None) -> np.ndarray:
     """Read a clip as float32 mono 16 kHz samples."""
     import soundfile as sf
 
@@ -98,7 +99,7 @@ def load_audio(path: str | Path, check: bool = True, max_seconds: float = MAX_SE
     return samples
 
 
-def decode_audio_bytes(data: bytes, name: str = "upload", max_seconds: float = MAX_SECONDS,
+def decode_audio_bytes(data: bytes, name: str = "upload", max_seconds: float | None = None,
                        check: bool = True) -> np.ndarray:
     """Decode an audio file held in memory (an upload, a clip embedded in a dataset)."""
     import io

@@ -55,10 +55,12 @@ try:  # pydantic (the HTTP service's schema) needs typing_extensions' TypedDict 
 except ImportError:  # pragma: no cover
     from typing import TypedDict
 
-from apa.data.audio import MAX_SECONDS, SAMPLE_RATE, AudioError, check_clip, to_mono_16k
+from apa.data.audio import SAMPLE_RATE, AudioError, check_clip, to_mono_16k
 from apa.data.manifest import Utterance, Word
 from apa.data.lexicon import normalise_words, pronounce
 from apa.errors import ApaError
+from apa.inference.decoding import decode_batch, resolve_decoding
+from apa.predictions import prediction_record
 from apa.targets import round_half_up
 from apa.tasks import Task, get_task
 
@@ -185,25 +187,6 @@ def text_to_utterance(text: str, lexicon: dict[str, list[str]] | None = None, ui
 
 
 # --------------------------------------------------------------------------------------
-# Decoding modes
-# --------------------------------------------------------------------------------------
-
-def available_decodings() -> list[str]:
-    """Decoding modes registered in apa.inference.generate.DECODERS."""
-    from apa.inference.generate import DECODERS
-
-    return list(DECODERS)
-
-
-def resolve_decoding(decoding: str) -> str:
-    """``decoding`` if it is a known mode, else an ApaError listing the modes."""
-    available = available_decodings()
-    if decoding not in available:
-        raise ApaError(f"unknown decoding mode {decoding!r}; choose one of: {', '.join(available)}")
-    return decoding
-
-
-# --------------------------------------------------------------------------------------
 # Scoring
 # --------------------------------------------------------------------------------------
 
@@ -216,7 +199,7 @@ class Recording:
 
 
 def prepare_recording(audio: np.ndarray, text: str, lexicon: dict[str, list[str]] | None = None,
-                      max_seconds: float = MAX_SECONDS, name: str = "audio") -> Recording:
+                      max_seconds: float | None = None, name: str = "audio") -> Recording:
     """Check one input before it reaches the model: words pronounceable (UnknownWords),
     audio not empty, silent or too long (AudioError). ``audio``: float samples at 16 kHz,
     mono or (frames, channels)."""
@@ -251,7 +234,7 @@ def _below(entry: dict, threshold: float) -> bool:
 
 def build_result(utt: Utterance, task: Task, record: dict, decoding: str,
                  threshold: float = PRACTICE_THRESHOLD) -> ScoreResult:
-    """The result schema from a prediction record (apa.inference.generate.prediction_record)."""
+    """The result schema from a prediction record (apa.predictions.prediction_record)."""
     scores = record["scores"]
     expected = record.get("expected") or {}
     exp_words = expected.get("words") or [{} for _ in utt.words]
@@ -287,8 +270,6 @@ def build_result(utt: Utterance, task: Task, record: dict, decoding: str,
 def score_prepared(model, processor, recordings: Sequence[Recording], task: Task | str = DEFAULT_TASK,
                    decoding: str = DEFAULT_DECODING, threshold: float = PRACTICE_THRESHOLD) -> list[ScoreResult]:
     """Score validated recordings in ONE model batch (the HTTP service's batches come here)."""
-    from apa.inference.generate import decode_batch, prediction_record
-
     if not recordings:
         return []
     task = get_task(task) if isinstance(task, str) else task
@@ -301,12 +282,12 @@ def score_prepared(model, processor, recordings: Sequence[Recording], task: Task
 
 
 def clip_limit(processor, max_seconds: float | None = None) -> float:
-    """The longest clip to accept: ``max_seconds`` (default 30 s), and never more than the
-    processor's audio window (a shorter-window model would cut the clip silently)."""
+    """The longest clip to accept: the processor's audio window (a longer clip would be cut
+    silently), or ``max_seconds`` when it is shorter."""
     from apa.modeling import audio_window_seconds
 
-    limit = MAX_SECONDS if max_seconds is None else float(max_seconds)
-    return min(limit, audio_window_seconds(processor))
+    window = audio_window_seconds(processor)
+    return window if max_seconds is None else min(float(max_seconds), window)
 
 
 AudioItem = Union[np.ndarray, Sequence[float]]
@@ -319,8 +300,8 @@ def score_recordings(model, processor, items: Sequence[tuple[AudioItem, str]], t
     """Score each ``(audio, text)``: audio as float samples at 16 kHz (mono, or frames x
     channels; see apa.data.audio.load_audio / decode_audio_bytes for files), text the
     sentence that was read. Every input is checked before the model runs (ApaError naming
-    the item; clips up to ``max_seconds``, default 30 s, capped at the model's audio
-    window); then batches of ``batch_size``. Returns one ScoreResult per item, in order."""
+    the item; clips up to the model's audio window, or ``max_seconds`` when shorter); then
+    batches of ``batch_size``. Returns one ScoreResult per item, in order."""
     if batch_size < 1:
         raise ApaError(f"batch size must be at least 1, got {batch_size}")
     task = get_task(task) if isinstance(task, str) else task
