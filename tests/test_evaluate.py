@@ -8,9 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from apa import cli
+from apa.cli import main
 from apa.data.manifest import Utterance, Word, write_manifest
-from apa.evaluation import evaluate, match_predictions, read_predictions, render_markdown, train_means_from
+from apa.evaluation.evaluate import evaluate
+from apa.evaluation.markdown import render_markdown
+from apa.evaluation.match import match_predictions, train_means_from
+from apa.predictions import read_predictions
 from apa.errors import ApaError
 from apa.targets import format_scores, reference_scores
 from apa.tasks import TASKS
@@ -194,24 +197,18 @@ def test_single_aspect_task_markdown_shows_only_its_columns(refs):
 # --- the command, end to end ---------------------------------------------------------------
 
 
-@pytest.fixture
-def evaluate_only(monkeypatch):
-    """Build the CLI with just `evaluate`, so this test does not depend on other commands."""
-    monkeypatch.setattr(cli, "COMMANDS", {"evaluate": cli.COMMANDS["evaluate"]})
-
-
 def write_jsonl(path, records):
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
 
 
-def test_cli_writes_metrics_markdown_and_plots(tmp_path, refs, evaluate_only, capsys):
+def test_cli_writes_metrics_markdown_and_plots(tmp_path, refs, capsys):
     write_manifest(tmp_path / "so762_test.jsonl", refs)
     write_manifest(tmp_path / "so762_train.jsonl", [make_utterance(k) for k in range(50, 70)])
     preds = perfect_predictions(refs)[1:]
     preds[0]["expected"] = reference_scores(refs[1]).to_dict()
     write_jsonl(tmp_path / "pred.jsonl", preds)
     out = tmp_path / "eval"
-    code = cli.main(["evaluate", "--pred", str(tmp_path / "pred.jsonl"), "--ref", str(tmp_path / "so762_test.jsonl"),
+    code = main(["evaluate", "--pred", str(tmp_path / "pred.jsonl"), "--ref", str(tmp_path / "so762_test.jsonl"),
                      "--task", "multi", "--out", str(out), "--bootstrap", "20"])
     assert code == 0
     data = json.loads((out / "metrics.json").read_text())
@@ -238,11 +235,11 @@ def test_cli_writes_metrics_markdown_and_plots(tmp_path, refs, evaluate_only, ca
     assert (out / "plots" / "phone_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_cli_without_train_manifest_records_reference_fill(tmp_path, refs, evaluate_only):
+def test_cli_without_train_manifest_records_reference_fill(tmp_path, refs):
     write_manifest(tmp_path / "dev.jsonl", refs)
     write_jsonl(tmp_path / "pred.jsonl", perfect_predictions(refs, TASKS["word_accuracy"]))
     out = tmp_path / "eval"
-    assert cli.main(["evaluate", "--pred", str(tmp_path / "pred.jsonl"), "--ref", str(tmp_path / "dev.jsonl"),
+    assert main(["evaluate", "--pred", str(tmp_path / "pred.jsonl"), "--ref", str(tmp_path / "dev.jsonl"),
                      "--task", "word_accuracy", "--out", str(out), "--bootstrap", "0", "--no-plots"]) == 0
     data = json.loads((out / "metrics.json").read_text())
     assert data["fill"] == "reference mean (no training manifest given)"
@@ -250,11 +247,11 @@ def test_cli_without_train_manifest_records_reference_fill(tmp_path, refs, evalu
     assert not (out / "plots").exists()
 
 
-def test_cli_bad_jsonl_line_exits_2_naming_file_and_line(tmp_path, refs, evaluate_only, capsys):
+def test_cli_bad_jsonl_line_exits_2_naming_file_and_line(tmp_path, refs, capsys):
     write_manifest(tmp_path / "ref.jsonl", refs)
     pred = tmp_path / "pred.jsonl"
     pred.write_text(json.dumps({"id": "u000", "output": ""}) + "\n" + '{"id": "u001", "outp\n', encoding="utf-8")
-    code = cli.main(["evaluate", "--pred", str(pred), "--ref", str(tmp_path / "ref.jsonl"), "--task", "multi",
+    code = main(["evaluate", "--pred", str(pred), "--ref", str(tmp_path / "ref.jsonl"), "--task", "multi",
                      "--out", str(tmp_path / "eval")])
     assert code == 2
     err = capsys.readouterr().err
@@ -275,13 +272,13 @@ def test_bad_prediction_records(tmp_path, record, message):
     assert f"{pred}:1:" in str(info.value)
 
 
-def test_duplicate_ids_and_missing_file(tmp_path, evaluate_only, refs, capsys):
+def test_duplicate_ids_and_missing_file(tmp_path, refs, capsys):
     pred = tmp_path / "pred.jsonl"
     write_jsonl(pred, [{"id": "u000", "output": ""}, {"id": "u000", "output": ""}])
     with pytest.raises(ApaError, match="duplicate id 'u000' \\(first on line 1\\)"):
         read_predictions(pred)
     write_manifest(tmp_path / "ref.jsonl", refs)
-    code = cli.main(["evaluate", "--pred", str(tmp_path / "nope.jsonl"), "--ref", str(tmp_path / "ref.jsonl"),
+    code = main(["evaluate", "--pred", str(tmp_path / "nope.jsonl"), "--ref", str(tmp_path / "ref.jsonl"),
                      "--task", "multi", "--out", str(tmp_path / "eval")])
     assert code == 2
     assert "nope.jsonl does not exist" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""apa.metrics against independent hand-written computations."""
+"""apa.evaluation.metrics against independent hand-written computations."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from apa import metrics
+from apa.evaluation import metrics
 
 
 # --- independent reference implementations (numpy only, no scipy) --------------------------

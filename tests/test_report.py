@@ -1,4 +1,4 @@
-"""`apa report`: evaluations of several runs -> the paper's Tables 1-3 (apa.reporting).
+"""`apa report`: evaluations of several runs -> the paper's Tables 1-3 (apa.evaluation.report).
 
 The run folders hold real `apa evaluate` output, made from small hand-built predictions.
 """
@@ -10,24 +10,17 @@ import json
 import pytest
 import yaml
 
-from apa import cli
+from apa.cli import main
 from apa.data.manifest import Utterance, Word, write_manifest
 from apa.errors import ApaError
-from apa.reporting import build_report, find_metrics, load_run
+from apa.evaluation.report import build_report
+from apa.evaluation.runs import find_metrics, load_run
 from apa.targets import ScoreSet, format_scores, reference_scores
 from apa.tasks import TASKS
 
 WORDS = [("WE", ["W", "IY0"]), ("CALL", ["K", "AO0", "L"]), ("IT", ["IH0", "T"]), ("BEAR", ["B", "EH0", "R"])]
 
 
-def main(argv):
-    """apa.cli.main with only the commands under test registered (others may not exist yet)."""
-    original = cli.COMMANDS
-    cli.COMMANDS = {name: original[name] for name in ("evaluate", "report")}
-    try:
-        return cli.main(argv)
-    finally:
-        cli.COMMANDS = original
 
 
 def make_utterance(k: int) -> Utterance:
@@ -181,7 +174,6 @@ def test_names_table_2_and_missing_cells(data, tmp_path, capsys):
     root, refs = data
     runs = tmp_path / "runs"
     # Word scores present, sentence fluency missing in every output (-> filled, NaN PCC).
-    task = TASKS["word_sentence"]
     records = []
     for k, u in enumerate(refs):
         s = noisy(u, k)
@@ -220,7 +212,7 @@ def _empty(tmp_path):
 
 
 def test_nan_and_missing_cells_formatting():
-    from apa.reporting import TABLES, _cells
+    from apa.evaluation.report import TABLES, _cells
 
     block = {"word": {"accuracy": {"n": 3, "pcc": None, "scc": 0.5}},
              "sentence": {"accuracy": {"n": 3, "pcc": None, "scc": None}}}

@@ -42,9 +42,13 @@ def sibling_train_manifest(ref: Path) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     from apa.data.manifest import read_manifest
-    from apa.evaluation import (FILL_FROM_REFERENCE, match_predictions, metrics_from_matched,
-                                read_predictions, render_markdown, train_means_from, write_plots)
-    from apa.metrics import json_safe
+    from apa.evaluation.evaluate import FILL_FROM_REFERENCE, metrics_from_matched
+    from apa.evaluation.markdown import render_markdown
+    from apa.evaluation.match import match_predictions, train_means_from
+    from apa.evaluation.metrics import json_safe
+    from apa.evaluation.plots import write_plots
+    from apa.files import atomic_write_text
+    from apa.predictions import read_predictions
     from apa.tasks import get_task
 
     task = get_task(args.task)
@@ -63,16 +67,15 @@ def run(args: argparse.Namespace) -> int:
     result["inputs"] = {"pred": str(args.pred), "ref": str(args.ref),
                         "train": None if train_path is None else str(train_path)}
 
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "metrics.json").write_text(
-            json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        markdown = render_markdown(result, task)
-        (args.out / "metrics.md").write_text(markdown, encoding="utf-8")
-        if not args.no_plots:
+    markdown = render_markdown(result, task)
+    atomic_write_text(args.out / "metrics.json", json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(args.out / "metrics.md", markdown)
+    if not args.no_plots:
+        try:
             write_plots(matched, result, args.out / "plots", seed=args.seed)
-    except OSError as e:
-        raise ApaError(f"cannot write to {args.out}: {e.strerror}; choose another --out or free disk space") from e
+        except OSError as e:
+            raise ApaError(f"cannot write plots to {args.out / 'plots'}: {e.strerror}; choose another --out, "
+                           "free disk space, or pass --no-plots") from e
 
     print(markdown)
     parse = result["parse"]

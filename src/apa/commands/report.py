@@ -1,5 +1,5 @@
 """`apa report RUN_DIR... [--out FILE.md] [--names NAME...]`: the paper's Tables 1-3 from
-the evaluations of several runs, beside the published numbers (see apa.reporting)."""
+the evaluations of several runs, beside the published numbers (see apa.evaluation.report)."""
 
 from __future__ import annotations
 
@@ -22,18 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from apa.errors import ApaError
-    from apa.reporting import build_report
+    from apa.evaluation.report import build_report
+    from apa.files import atomic_write_text
 
     markdown = build_report(args.runs, names=args.names, title=args.title)
     print(markdown, end="")
     if args.out is not None:
-        try:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = args.out.with_name(args.out.name + ".tmp")
-            tmp.write_text(markdown, encoding="utf-8")
-            tmp.replace(args.out)
-        except OSError as e:
-            raise ApaError(f"cannot write {args.out}: {e.strerror}; choose another --out") from e
+        atomic_write_text(args.out, markdown)
         print(f"wrote {args.out}", file=sys.stderr)
     return 0

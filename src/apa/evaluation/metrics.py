@@ -1,4 +1,4 @@
-"""Agreement metrics between predicted and human scores (METHOD.md section 6); no torch.
+"""Agreement metrics between predicted and human scores (docs/method.md, Evaluation); no torch.
 
 Every function takes plain sequences or numpy arrays. ``field_metrics`` is what evaluation
 reports for one (level, aspect) field: PCC, SCC, Kendall's tau and RMSE over all items (missing
@@ -103,7 +103,7 @@ def nan_reason(pred: Sequence[float], ref: Sequence[float]) -> str | None:
 # few bincounts per resample even for ~47,000 pooled phones.
 
 
-def _weighted_pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+def weighted_pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
     total = w.sum()
     dx = x - (w @ x) / total
     dy = y - (w @ y) / total
@@ -168,8 +168,8 @@ def cluster_bootstrap(
         if (np.count_nonzero(np.bincount(pred_codes, weights=w, minlength=len(pred_values))) < 2
                 or np.count_nonzero(np.bincount(ref_codes, weights=w, minlength=len(ref_values))) < 2):
             continue
-        pccs[b] = _weighted_pearson(pred, ref, w)
-        sccs[b] = _weighted_pearson(_weighted_ranks(pred_codes, len(pred_values), w),
+        pccs[b] = weighted_pearson(pred, ref, w)
+        sccs[b] = weighted_pearson(_weighted_ranks(pred_codes, len(pred_values), w),
                                     _weighted_ranks(ref_codes, len(ref_values), w), w)
     n_nan = int(np.isnan(pccs).sum())
     out["nan_resamples"] = n_nan

@@ -1,4 +1,4 @@
-"""Published numbers on the SO762 test set, to print beside ours (METHOD.md section 7).
+"""Published numbers on the SO762 test set, to print beside ours (docs/method.md, Published numbers).
 
 One table of rows, each a system with its (PCC, SCC) per (level, aspect) field as printed in
 the paper (Tables 1-3), plus the human inter-annotator agreement. ``None`` means the paper
