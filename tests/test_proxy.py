@@ -21,9 +21,10 @@ from apa.cli import main
 from apa.data.audio import SAMPLE_RATE, audio_info, load_audio
 from apa.data.manifest import read_manifest, write_manifest
 from apa.errors import ApaError
-from apa.experiments import proxy
-from apa.modeling import (FULL_WINDOW_SECONDS, TINY_SIZES, audio_window_seconds, build_tiny_model,
-                          make_tiny_model, tiny_configs)
+from apa.experiments.proxy import baselines, controls
+from apa.experiments.proxy import config as proxy_config
+from apa.modeling import FULL_WINDOW_SECONDS, audio_window_seconds
+from apa.tiny_model import TINY_SIZES, build_tiny_model, make_tiny_model, tiny_configs
 from apa.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,27 +99,27 @@ def test_tiny_model_command_writes_size_and_window(tmp_path, capsys):
 
 def test_long_clips_are_skipped_or_truncated_and_counted(utterances):
     # the corpus clips last 1.2, 0.6, 2.0 and 0.9 s
-    skip = proxy.fit_to_window(utterances, 1, "skip")
+    skip = controls.fit_to_window(utterances, 1, "skip")
     assert [u.id for u in skip.kept] == ["utt2", "utt4"] and skip.skipped == ["utt1", "utt3"] and not skip.truncated
-    cut = proxy.fit_to_window(utterances, 1, "truncate")
+    cut = controls.fit_to_window(utterances, 1, "truncate")
     assert [u.id for u in cut.kept] == ["utt1", "utt2", "utt3", "utt4"] and cut.truncated == ["utt1", "utt3"]
-    assert not proxy.fit_to_window(utterances, 12, "skip").skipped
+    assert not controls.fit_to_window(utterances, 12, "skip").skipped
 
 
 def test_derangement_moves_everything_and_is_seeded():
     for n in (2, 3, 10, 500):
-        order = proxy.derangement(n, seed=3)
+        order = controls.derangement(n, seed=3)
         assert sorted(order) == list(range(n)) and not np.any(order == np.arange(n))
-    assert list(proxy.derangement(50, 1)) == list(proxy.derangement(50, 1))
-    assert list(proxy.derangement(50, 1)) != list(proxy.derangement(50, 2))
+    assert list(controls.derangement(50, 1)) == list(controls.derangement(50, 1))
+    assert list(controls.derangement(50, 1)) != list(controls.derangement(50, 2))
     with pytest.raises(ApaError, match="at least 2"):
-        proxy.derangement(1, 0)
+        controls.derangement(1, 0)
 
 
 def test_swapped_manifest_gives_every_utterance_another_real_clip(tmp_path, utterances):
     folder = tmp_path / "data"
     folder.mkdir()
-    swapped = proxy.swapped_audio(utterances, seed=0, manifest_dir=folder)
+    swapped = controls.swapped_audio(utterances, seed=0, manifest_dir=folder)
     write_manifest(folder / "swapped.jsonl", swapped)
     back = read_manifest(folder / "swapped.jsonl", check_audio=True)
     originals = {u.id: u for u in utterances}
@@ -136,7 +137,7 @@ def test_swapped_manifest_gives_every_utterance_another_real_clip(tmp_path, utte
 
 def test_silence_manifest_keeps_every_length_and_loads(tmp_path, utterances):
     folder = tmp_path / "data"
-    silent = proxy.silence_audio(utterances, folder / "silence_audio", folder, seed=0)
+    silent = controls.silence_audio(utterances, folder / "silence_audio", folder, seed=0)
     write_manifest(folder / "silence.jsonl", silent)
     back = read_manifest(folder / "silence.jsonl", check_audio=True)
     for original, utt in zip(utterances, back):
@@ -146,10 +147,10 @@ def test_silence_manifest_keeps_every_length_and_loads(tmp_path, utterances):
         assert len(samples) == len(load_audio(original.audio_path))
         assert audio_info(utt.audio_path)[0] == pytest.approx(audio_info(original.audio_path)[0], abs=1e-4)
         assert utt.duration == pytest.approx(original.duration, abs=1e-3)
-        assert float(np.sqrt(np.mean(samples ** 2))) < 5 * proxy.SILENCE_RMS
+        assert float(np.sqrt(np.mean(samples ** 2))) < 5 * controls.SILENCE_RMS
     # written once: a second call reuses the files
     mtime = (folder / "silence_audio" / "utt1.flac").stat().st_mtime_ns
-    proxy.silence_audio(utterances, folder / "silence_audio", folder, seed=0)
+    controls.silence_audio(utterances, folder / "silence_audio", folder, seed=0)
     assert (folder / "silence_audio" / "utt1.flac").stat().st_mtime_ns == mtime
 
 
@@ -183,12 +184,12 @@ def test_human_agreement_is_each_expert_against_the_mean_of_the_other_four():
                  ([3 + i, 5, 4, 6 - i, 5], stress2, [3, 5 + i, 4, 6, 5])]
         data[f"u{i}"] = _experts_entry("test", sentence, words)
     data["other"] = _experts_entry("train", ([0] * 5,) * 5, [([0] * 5,) * 3])
-    result = proxy.human_agreement(data, ["u0", "u1", "u2", "u3"], get_task("word_sentence"))
+    result = baselines.human_agreement(data, ["u0", "u1", "u2", "u3"], get_task("word_sentence"))
 
     # expert 0, sentence accuracy, by hand: others' means of u0..u3
     others0 = [(9 + 7 + 8 + 10) / 4, (6 + 5 + 3 + 5) / 4, (6 + 8 + 7 + 6) / 4, (10 + 10 + 9 + 10) / 4]
     assert result["sentence"]["accuracy"]["pcc_experts"][0] == pytest.approx(_hand_pearson([8, 4, 6, 9], others0))
-    for (level, aspect), key in proxy.EXPERT_KEYS.items():
+    for (level, aspect), key in baselines.EXPERT_KEYS.items():
         if level == "sentence":
             matrix = np.array([data[f"u{i}"][key] for i in range(4)], float)
         else:
@@ -202,15 +203,16 @@ def test_human_agreement_is_each_expert_against_the_mean_of_the_other_four():
         np.testing.assert_allclose(block["pcc_experts"], hand, rtol=1e-9)
         assert block["pcc"] == pytest.approx(np.mean(hand))
     with pytest.raises(ApaError, match="no entry"):
-        proxy.human_agreement(data, ["u0", "missing"], get_task("word_sentence"))
+        baselines.human_agreement(data, ["u0", "missing"], get_task("word_sentence"))
 
 
 def test_constant_predictor_gives_the_training_means(utterances):
-    from apa.evaluation import evaluate, train_means_from
+    from apa.evaluation.evaluate import evaluate
+    from apa.evaluation.match import train_means_from
 
     task = get_task("word_sentence")
     means = train_means_from(utterances, task)
-    records = proxy.constant_predictions(utterances, means, task)
+    records = baselines.constant_predictions(utterances, means, task)
     assert [r["id"] for r in records] == [u.id for u in utterances]
     assert records[2]["scores"]["sentence"]["total"] == pytest.approx(np.mean([8, 6.4, 3, 10]))
     assert len(records[2]["scores"]["words"]) == 6
@@ -225,20 +227,21 @@ def test_constant_predictor_gives_the_training_means(utterances):
 def test_proxy_configs_resolve(path):
     from apa.training.config import TrainConfig
 
-    config = proxy.load_proxy_config(path)
+    config = proxy_config.load_proxy_config(path)
     assert config.task == "word_sentence" and config.train["method"] == "sft" and config.train["full_finetune"]
     assert config.rows == ["model", "swapped", "silence"] and config.decoding == "constrained"
     TrainConfig(**config.train, train=[{"path": "x"}]).validate()  # every train key is an apa train setting
 
 
 def test_proxy_overrides_and_errors():
-    config = proxy.load_proxy_config(None, ["train.epochs=2", "limit_test=40", "rows=model,swapped", "size=tiny"])
+    config = proxy_config.load_proxy_config(None, ["train.epochs=2", "limit_test=40", "rows=model,swapped", "size=tiny"])
     assert config.train["epochs"] == 2 and config.limit_test == 40 and config.rows == ["model", "swapped"]
-    assert config.train["lr"] == proxy.DEFAULT_TRAIN["lr"]
-    for overrides, message in ((["nope=1"], "unknown override"), (["rows=model,other"], "rows must be"),
+    assert config.train["lr"] == proxy_config.DEFAULT_TRAIN["lr"]
+    for overrides, message in ((["nope=1"], "unknown config field"), (["train.nope=1"], "unknown apa train setting"),
+                               (["rows=model,other"], "rows must be"),
                                (["train.output_dir=x"], "set by the experiment"), (["window_seconds=40"], "window")):
         with pytest.raises(ApaError, match=message):
-            proxy.load_proxy_config(None, overrides)
+            proxy_config.load_proxy_config(None, overrides)
 
 
 # --- full fine-tuning -----------------------------------------------------------------------
@@ -280,10 +283,10 @@ def test_full_finetune_trains_every_weight_saves_a_model_and_resumes(tmp_path, t
 
 
 def test_full_finetune_refuses_dpo(corpus_manifest):
-    from apa.training.config import load_config
+    from apa.training.config import load_train_config
 
     with pytest.raises(ApaError, match="full_finetune does not work with method dpo"):
-        load_config(None, ["full_finetune=true", "method=dpo", f"train={corpus_manifest}"])
+        load_train_config(None, ["full_finetune=true", "method=dpo", f"train={corpus_manifest}"])
 
 
 # --- end to end ---------------------------------------------------------------------------
@@ -316,7 +319,7 @@ def test_proxy_runs_end_to_end_on_40_real_utterances(tmp_path, capsys):
 
 
 def test_duration_row_correlates_minus_the_clip_length(utterances):
-    block = proxy.duration_row(utterances, get_task("word_sentence"))
+    block = baselines.duration_row(utterances, get_task("word_sentence"))
     seconds = [1.2, 0.6, 2.0, 0.9]
     totals = [8, 6.4, 3, 10]
     assert block["sentence"]["total"]["pcc"] == pytest.approx(_hand_pearson([-s for s in seconds], totals))

@@ -25,14 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from apa.experiments.proxy import ProxyConfig, load_proxy_config, run_experiment
+    from apa.experiments.proxy.config import load_proxy_config, proxy_config_help
+    from apa.experiments.proxy.experiment import run_experiment
 
     if args.help_config:
-        for f in dataclasses.fields(ProxyConfig):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            print(f"{f.name} (default {default!r}): {f.metadata['help']}")
+        print(proxy_config_help())
         return 0
     overrides = list(args.overrides)
     if args.root is not None:
