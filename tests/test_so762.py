@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 import apa.cli
-from apa.data import so762
+from apa.data import so762, so762_hub
 from apa.data.manifest import read_manifest
 from apa.errors import ApaError
 
@@ -421,7 +421,7 @@ def test_hub_error_while_iterating(tmp_path, monkeypatch, capsys):
 def test_hub_failure_is_an_apa_error_from_the_library(tmp_path, monkeypatch):
     _install_fake_datasets(monkeypatch, lambda name, split=None: (_ for _ in ()).throw(TimeoutError("timed out")))
     with pytest.raises(ApaError, match="--root DIR"):
-        so762.prepare_so762_hub(tmp_path / "out", log=lambda _: None)
+        so762_hub.prepare_so762_hub(tmp_path / "out", log=lambda _: None)
 
 
 # --------------------------------------------------------------------------- apa validate

@@ -31,11 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from apa.data import so762
+    from apa.data import so762, so762_hub
 
     start = time.perf_counter()
     if args.hub:
-        so762.prepare_so762_hub(args.out, name=args.hub)
+        so762_hub.prepare_so762_hub(args.out, name=args.hub)
     else:
         so762.prepare_so762(args.root, args.out, check_audio=not args.no_audio_check)
     print(f"done in {time.perf_counter() - start:.1f} s")

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from apa.errors import ApaError
+from apa.errors import ApaError, problem_list
+from apa.files import atomic_write
 from apa.tasks import ASPECTS, SCORE_RANGE, STRESS_VALUES
 
 # Manifests store scores rounded to this many decimals: enough for SO762's 0.2-step phone
@@ -86,9 +87,7 @@ class ManifestProblems(ApaError):
 
     def __init__(self, problems: list[str]):
         self.problems = problems
-        shown = problems[:20]
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        super().__init__(f"{len(problems)} problem(s) in manifest:\n  " + "\n  ".join(shown) + more)
+        super().__init__(f"{len(problems)} problem(s) in manifest:\n{problem_list(problems)}")
 
 
 def _score_problems(where: str, scores: Any, level: str) -> list[str]:
@@ -210,17 +209,9 @@ def read_manifest(path: str | os.PathLike, check_audio: bool = False) -> list[Ut
 
 def write_manifest(path: str | os.PathLike, utterances: Iterable[Utterance]) -> None:
     """Write atomically (temp file + rename) so an interrupted run never leaves half a manifest."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            for utt in utterances:
-                f.write(json.dumps(utt.to_dict(), ensure_ascii=False, sort_keys=False) + "\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise ApaError(f"cannot write manifest {path}: {e.strerror}; free disk space or choose another --out") from e
+    with atomic_write(path) as f:
+        for utt in utterances:
+            f.write(json.dumps(utt.to_dict(), ensure_ascii=False, sort_keys=False) + "\n")
 
 
 def round_score(value: float) -> float:

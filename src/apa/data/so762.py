@@ -1,4 +1,5 @@
-"""speechocean762 (SO762) -> manifests: the official release layout, or the Hugging Face copy.
+"""speechocean762 (SO762) in its official release layout -> manifests (the Hugging Face copy:
+apa.data.so762_hub).
 
 The official release (github.com/jimbozhang/speechocean762) looks like this::
 
@@ -43,19 +44,18 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from apa.data.audio import MAX_SECONDS, SAMPLE_RATE, AudioError, audio_info
+from apa.data.audio import AudioError, audio_info
 from apa.data.manifest import Utterance, Word, record_problems, round_score, write_manifest
-from apa.errors import ApaError
+from apa.data.kaldi import read_kaldi_map
+from apa.errors import ApaError, problem_list
 
 SPLITS = ("train", "test")
-HUB_DATASET = "mispeech/speechocean762"
 # scores.json field -> manifest aspect, in the manifest's canonical order (apa.tasks.ASPECTS).
 SENTENCE_FIELDS = {"accuracy": "accuracy", "fluency": "fluency", "prosodic": "prosody",
                    "completeness": "completeness", "total": "total"}
 WORD_FIELDS = ("accuracy", "stress", "total")
 PHONE_RANGE = (0.0, 2.0)  # SO762 phone scores: mean of five experts on 0-2, in steps of 0.2
 PHONE_SCALE = 5  # x5 puts them on the 0-10 scale of every other score
-MAX_LISTED = 20
 
 Log = Callable[[str], None]
 
@@ -68,51 +68,8 @@ class CorpusProblems(ApaError):
         if len(problems) == 1:
             message = f"{problems[0]} (nothing was written)"
         else:
-            shown = problems[:MAX_LISTED]
-            more = (f"\n  ... and {len(problems) - MAX_LISTED} more"
-                    if len(problems) > MAX_LISTED else "")
-            message = (f"{len(problems)} problems in {what}; nothing was written:\n  "
-                       + "\n  ".join(shown) + more)
+            message = f"{len(problems)} problems in {what}; nothing was written:\n{problem_list(problems)}"
         super().__init__(message)
-
-
-# --------------------------------------------------------------------------- Kaldi files
-
-
-def read_kaldi_map(path: Path, problems: list[str], required: bool = True
-                   ) -> dict[str, tuple[str, int]] | None:
-    """``KEY VALUE`` lines (tab or space separated) -> {key: (value, line number)}.
-
-    Problems (missing file, malformed or duplicate line) are appended to ``problems``; None is
-    returned when the file cannot be read at all (or is absent and not required).
-    """
-    if not path.is_file():
-        if required:
-            problems.append(f"{path}: file does not exist; the official layout has train/ and test/ "
-                            "each with wav.scp, text, utt2spk, spk2age and spk2gender: "
-                            "pass --root the folder that holds them")
-        return None
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        problems.append(f"{path}: cannot read ({e}); copy the file again from the release")
-        return None
-    out: dict[str, tuple[str, int]] = {}
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        parts = line.strip().split(None, 1)
-        if len(parts) != 2:
-            problems.append(f"{path}:{lineno}: expected 'KEY VALUE', got {line.strip()!r}; "
-                            "add the missing value or delete the line")
-            continue
-        key, value = parts[0], parts[1].strip()
-        if key in out:
-            problems.append(f"{path}:{lineno}: duplicate key {key!r} (first on line {out[key][1]}); "
-                            "delete one of the two lines")
-            continue
-        out[key] = (value, lineno)
-    return out
 
 
 # --------------------------------------------------------------------------- scores.json
@@ -244,7 +201,7 @@ def convert_entry(utt_id: str, entry: Any, where: str, problems: list[str]
 # --------------------------------------------------------------------------- official layout
 
 
-def _audio_field(audio_path: Path, out_dir: Path | None) -> str:
+def audio_field(audio_path: Path, out_dir: Path | None) -> str:
     """The manifest's audio path: relative to the manifest's folder when there is one."""
     if out_dir is None:
         return str(audio_path)
@@ -335,9 +292,6 @@ def _read_split(root: Path, split: str, out_dir: str | os.PathLike | None, check
                     problems.append(f"{where}: audio: utterance {utt_id}: {e}")
                 else:
                     duration = round(seconds, 4)
-                    if seconds > MAX_SECONDS:
-                        problems.append(f"{where}: audio: {audio_path} is {seconds:.1f} s long; the model "
-                                        f"hears at most {MAX_SECONDS:.0f} s: cut it or leave it out")
         speaker = None
         if utt2spk is not None:
             if utt_id not in utt2spk:
@@ -370,7 +324,7 @@ def _read_split(root: Path, split: str, out_dir: str | os.PathLike | None, check
         if len(problems) > before or converted is None or audio_path is None:
             continue
         text, sentence_scores, words = converted
-        utt = Utterance(id=str(utt_id), audio=_audio_field(audio_path, out), text=text, words=words,
+        utt = Utterance(id=str(utt_id), audio=audio_field(audio_path, out), text=text, words=words,
                         speaker=speaker, speaker_info=info, duration=duration, scores=sentence_scores,
                         base_dir=out)
         # Safety net: the record must pass the manifest schema that read_manifest applies.
@@ -446,135 +400,4 @@ def prepare_so762(root: str | os.PathLike, out_dir: str | os.PathLike, check_aud
                   log: Log = print) -> dict[str, Path]:
     """Official layout at ``root`` -> OUT/so762_train.jsonl and OUT/so762_test.jsonl."""
     splits = read_so762(root, out_dir, check_audio=check_audio)
-    return write_splits(out_dir, splits, log)
-
-
-# --------------------------------------------------------------------------- Hugging Face copy
-
-
-def _hub_failure(name: str, e: BaseException) -> ApaError:
-    detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    detail = f"{type(e).__name__}: {detail}" if detail else type(e).__name__
-    if len(detail) > 300:
-        detail = detail[:300] + "..."
-    return ApaError(f"cannot load {name} from the Hugging Face Hub ({detail}); without network access, "
-                    "pass --root DIR with a local copy of speechocean762 in the official layout")
-
-
-def _decode_clip(audio: Any, utt_id: str) -> Any:
-    """The Hub's audio cell ({"bytes", "path"} undecoded, or {"array", "sampling_rate"}) -> 16 kHz mono."""
-    import numpy as np
-    from apa.data.audio import decode_audio_bytes, to_mono_16k
-
-    if isinstance(audio, dict) and audio.get("array") is not None:
-        return to_mono_16k(np.asarray(audio["array"], dtype=np.float32), int(audio["sampling_rate"]),
-                           name=f"utterance {utt_id}")
-    data = audio.get("bytes") if isinstance(audio, dict) else None
-    if data is None and isinstance(audio, dict) and audio.get("path") and Path(audio["path"]).is_file():
-        data = Path(audio["path"]).read_bytes()
-    if not data:
-        raise AudioError(f"utterance {utt_id} has no audio in the Hub copy; use --root with a local copy")
-    # Corpus clips are checked for length by prepare itself, not rejected here.
-    return decode_audio_bytes(data, name=f"utterance {utt_id}", check=False)
-
-
-def _write_flac(path: Path, samples: Any) -> None:
-    import soundfile as sf
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        sf.write(str(tmp), samples, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
-        tmp.unlink(missing_ok=True)
-        raise ApaError(f"cannot write {path}: {e}; free disk space or choose another --out") from None
-
-
-def _hub_rows(name: str, split: str):
-    try:
-        import datasets
-    except ImportError:
-        raise ApaError("--hub needs the `datasets` library, which is not installed: "
-                       "pip install 'apa[hub]'; or pass --root DIR with a local copy of speechocean762 "
-                       "in the official layout") from None
-    try:
-        ds = datasets.load_dataset(name, split=split)
-        # Undecoded audio ({"bytes", "path"}): soundfile decodes it, no torchcodec needed.
-        ds = ds.cast_column("audio", datasets.Audio(decode=False))
-    except ApaError:
-        raise
-    except Exception as e:  # connection, offline mode, missing dataset: all say the same thing
-        raise _hub_failure(name, e) from None
-    return ds
-
-
-def read_so762_hub(out_dir: str | os.PathLike, name: str = HUB_DATASET, log: Log = print
-                   ) -> dict[str, list[Utterance]]:
-    """The Hugging Face copy: labels per row, audio embedded; each clip is written as a 16 kHz
-    FLAC under OUT/audio/ and the manifest points at it."""
-    out = Path(out_dir).resolve()
-    problems: list[str] = []
-    splits: dict[str, list[Utterance]] = {}
-    seen: dict[str, str] = {}
-    for split in SPLITS:
-        log(f"loading {name} ({split}) from the Hugging Face Hub")
-        rows = _hub_rows(name, split)
-        utterances = []
-        try:
-            for index, row in enumerate(rows):
-                where = f"{name} {split}[{index}]"
-                audio = row.get("audio")
-                path = audio.get("path") if isinstance(audio, dict) else None
-                utt_id = Path(path).stem if path else row.get("id")
-                if not utt_id:
-                    problems.append(f"{where}: audio: no file name to take the utterance id from")
-                    continue
-                utt_id = str(utt_id)
-                where = f"{where} (utterance {utt_id})"
-                if utt_id in seen:
-                    problems.append(f"{where}: id: duplicate utterance id (also in {seen[utt_id]})")
-                    continue
-                seen[utt_id] = split
-                before = len(problems)
-                converted = convert_entry(utt_id, row, where, problems)
-                try:
-                    samples = _decode_clip(audio, utt_id)
-                except AudioError as e:
-                    problems.append(f"{where}: audio: {e}")
-                    continue
-                if converted is None or len(problems) > before:
-                    continue
-                flac = out / "audio" / f"{utt_id}.flac"
-                _write_flac(flac, samples)
-                info = {}
-                if row.get("age") is not None:
-                    info["age"] = int(row["age"])
-                if row.get("gender") is not None:
-                    info["gender"] = str(row["gender"])
-                text, scores, words = converted
-                utt = Utterance(id=utt_id, audio=_audio_field(flac, out), text=text, words=words,
-                                speaker=None if row.get("speaker") is None else str(row["speaker"]),
-                                speaker_info=info or None,
-                                duration=round(len(samples) / SAMPLE_RATE, 4), scores=scores, base_dir=out)
-                errors = record_problems(utt.to_dict())
-                problems += [f"{where}: manifest record: {p}" for p in errors]
-                if not errors:
-                    utterances.append(utt)
-        except ApaError:
-            raise
-        except Exception as e:  # a download that breaks off while iterating
-            raise _hub_failure(name, e) from None
-        if not utterances and not problems:
-            problems.append(f"{name} {split}: no rows; check the dataset name")
-        splits[split] = sorted(utterances, key=lambda u: u.id)
-    if problems:
-        raise CorpusProblems(problems, what=name)
-    return splits
-
-
-def prepare_so762_hub(out_dir: str | os.PathLike, name: str = HUB_DATASET, log: Log = print
-                      ) -> dict[str, Path]:
-    """Hugging Face copy -> OUT/audio/*.flac, OUT/so762_train.jsonl and OUT/so762_test.jsonl."""
-    splits = read_so762_hub(out_dir, name, log)
     return write_splits(out_dir, splits, log)
