@@ -8,6 +8,7 @@ and that running out of memory becomes an "OOM" row instead of a crash.
 from __future__ import annotations
 
 import os
+import importlib
 import re
 import subprocess
 import sys
@@ -69,26 +70,34 @@ def test_inference_throughput_prints_naive_and_ours_rows():
 
 
 # --- helpers, in process --------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def common():
+def _bench_module(name):
     sys.path.insert(0, str(BENCH))
     try:
-        import common as module
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCH))
-    return module
 
 
-def test_sample_row_has_requested_lengths(common, tiny_processor):
+@pytest.fixture(scope="module")
+def inputs():
+    return _bench_module("inputs")
+
+
+@pytest.fixture(scope="module")
+def measure():
+    return _bench_module("measure")
+
+
+def test_sample_row_has_requested_lengths(inputs, tiny_processor):
     from apa.tasks import get_task
 
     task = get_task("multi")
-    utt = common.bench_utterance(tiny_processor.tokenizer, task, 60)
-    clip = common.speech_like_clip(2.0)
+    utt = inputs.bench_utterance(tiny_processor.tokenizer, task, 60)
+    clip = inputs.speech_like_clip(2.0)
     assert clip.shape == (32000,) and abs(clip).max() <= 0.5
     for prompt_tokens, target_tokens in ((60, 20), (700, 300)):  # cut and repeated
-        row = common.sample_row(tiny_processor, task, clip, utt, prompt_tokens, target_tokens)
-        n_audio = common.count_audio_tokens(row, tiny_processor)
+        row = inputs.sample_row(tiny_processor, task, clip, utt, prompt_tokens, target_tokens)
+        n_audio = inputs.count_audio_tokens(row, tiny_processor)
         n_response = int((row["labels"][0] != -100).sum())
         assert n_audio == 50
         assert n_response == target_tokens
@@ -100,21 +109,21 @@ def test_sample_row_has_requested_lengths(common, tiny_processor):
         assert tokenizer.decode(row["prompt_ids"][0]).endswith("<|im_start|>assistant\n")
 
 
-def test_out_of_memory_is_a_row_not_a_crash(common):
+def test_out_of_memory_is_a_row_not_a_crash(measure):
     import torch
 
     def runs_out():
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
 
-    assert common.measure(torch.device("cpu"), runs_out)["status"] == "OOM"
+    assert measure.measure(torch.device("cpu"), runs_out)["status"] == "OOM"
     with pytest.raises(ValueError):  # other errors are not swallowed
-        common.measure(torch.device("cpu"), lambda: (_ for _ in ()).throw(ValueError("bug")))
+        measure.measure(torch.device("cpu"), lambda: (_ for _ in ()).throw(ValueError("bug")))
 
 
-def test_a_killed_worker_is_reported_as_oom(common, tmp_path):
+def test_a_killed_worker_is_reported_as_oom(measure, tmp_path):
     script = tmp_path / "killed.py"
     script.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
-    assert common.run_in_subprocess(str(script), [], "case")["status"] == "OOM"
+    assert measure.run_in_subprocess(str(script), [], "case")["status"] == "OOM"
 
 
 @pytest.mark.gpu
