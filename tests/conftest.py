@@ -2,7 +2,7 @@
 small scored corpus (manifest + audio) covering every level.
 
 Fixtures
-- ``tiny_model_dir`` (session): Path of a tiny model written by apa.modeling.build_tiny_model(seed=0).
+- ``tiny_model_dir`` (session): Path of a tiny model written by apa.tiny_model.build_tiny_model(seed=0).
 - ``tiny_model`` (session): ``(model, processor)`` loaded from it, float32, CPU, eval mode.
   Shared by many tests: do not modify it (no LoRA, no training): use ``fresh_tiny_model``.
 - ``tiny_processor`` (session): the processor of ``tiny_model``.
@@ -64,7 +64,7 @@ _CORPUS = [
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from apa.modeling import build_tiny_model
+    from apa.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), seed=0)
 

@@ -82,7 +82,7 @@ def test_preloaded_audio_equals_loading(tiny_processor, utterances):
 
 
 def test_clips_longer_than_the_audio_window_are_cut_with_a_warning(utterances, make_sine):
-    from apa.modeling import make_tiny_model
+    from apa.tiny_model import make_tiny_model
 
     model, processor = make_tiny_model(window_seconds=1)
     long_clip = make_sine(1.5)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from apa.errors import ApaError
-from apa.modeling import (SPECIAL_TOKENS, add_lora, language_model_path, load_adapter, load_model_and_processor,
-                          make_tiny_model)
+from apa.modeling import SPECIAL_TOKENS, add_lora, language_model_path, load_adapter, load_model_and_processor
+from apa.tiny_model import make_tiny_model
 from apa.prompts import CHAT_TEMPLATE, prompt_text
 from apa.tasks import TASKS
 

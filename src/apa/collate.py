@@ -2,8 +2,8 @@
 
 The processor renders nothing itself: the chat text comes from apa.prompts.prompt_text, the
 processor expands ``<|AUDIO|>`` to one token per 40 ms of audio and computes the Whisper
-features (always padded to the encoder's 30 s window, 3000 frames, with a
-``feature_attention_mask`` marking the real frames).
+features (always padded to the encoder's window, 30 s = 3000 frames for Qwen2-Audio, with
+a ``feature_attention_mask`` marking the real frames).
 
 Training batches are padded on the RIGHT; their labels are -100 everywhere except the
 assistant response and its ``<|im_end|>``. The response is tokenized on its own and its ids

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-IGNORE_INDEX = -100
+from apa.collate import IGNORE_INDEX
 
 
 def base_model(model: nn.Module) -> nn.Module:

@@ -13,7 +13,8 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from apa.modeling import FULL_WINDOW_SECONDS, TINY_SIZES
+    from apa.modeling import FULL_WINDOW_SECONDS
+    from apa.tiny_model import TINY_SIZES
 
     parser.add_argument("out_dir", metavar="OUT_DIR", help="directory to write the model and processor to")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from apa.errors import ApaError
-    from apa.modeling import build_tiny_model
+    from apa.tiny_model import build_tiny_model
 
     try:
         out = build_tiny_model(args.out_dir, seed=args.seed, size=args.size, window_seconds=args.window)
