@@ -6,7 +6,7 @@ from apa.data.manifest import Utterance, Word
 
 
 def bear_utterance(uid: str = "000010011") -> Utterance:
-    """The example of METHOD.md section 3 (speechocean762 utterance 000010011)."""
+    """The example of docs/method.md, Prompt and response (speechocean762 utterance 000010011)."""
     words = [
         Word("WE", ["W", "IY0"], {"accuracy": 10, "stress": 10, "total": 10}, [10, 10]),
         Word("CALL", ["K", "AO0", "L"], {"accuracy": 10, "stress": 10, "total": 10}, [10, 9, 9]),

@@ -2,7 +2,7 @@ from apa.prompts import CHAT_TEMPLATE, instruction, prompt_text
 from apa.tasks import TASKS
 from helpers import bear_utterance
 
-# METHOD.md section 4, the paper's comprehensive instruction, word for word.
+# docs/method.md, Prompt and response: the paper's comprehensive instruction, word for word.
 PAPER_INSTRUCTION = (
     "You are a pronunciation evaluation teacher who analyzes speech at sentence, word and phone levels. "
     "At the sentence level, the evaluation includes accuracy, fluency, prosody, completeness, and a total "

@@ -28,3 +28,24 @@ def test_every_documented_command_exists():
         assert name in COMMANDS, name
     for name in COMMANDS:
         assert f"apa {name}" in readme, f"apa {name} is not documented in the README"
+
+
+def test_the_layout_names_every_module():
+    """Every source module appears in the README's layout (under its folder), and every file the
+    layout names exists."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Layout")
+    layout = text[start:text.index("\n## ", start)]
+    src = ROOT / "src" / "apa"
+    for path in sorted(src.rglob("*.py")):
+        relative = path.relative_to(src)
+        if path.name == "__init__.py" or relative.parts[0] == "commands":
+            continue
+        if len(relative.parts) == 1:
+            assert relative.name in layout, f"{relative} is not in the README's layout"
+            continue
+        folder = "/".join(relative.parts[:-1]) + "/"
+        assert folder in layout, f"{folder} is not in the README's layout"
+        assert path.stem in layout[layout.index(folder):], f"{relative} is not in the README's layout"
+    for name in re.findall(r"\b([a-z_0-9]+\.py)\b", layout):
+        assert list(src.rglob(name)) or (ROOT / "bench" / name).is_file(), f"the layout names {name}"

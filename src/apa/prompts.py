@@ -1,4 +1,4 @@
-"""Prompt templates (METHOD.md section 4), built from the task table, and the chat text.
+"""Prompt templates (docs/method.md, Prompt and response), built from the task table, and the chat text.
 
 The comprehensive instruction is the paper's (section 2.1) word for word. The simplified
 prompts of the other tasks are built from the same sentences, keeping only the levels and

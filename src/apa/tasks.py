@@ -1,4 +1,4 @@
-"""The task table (METHOD.md section 2): which (level, aspect) fields each task scores.
+"""The task table (docs/method.md, Tasks): which (level, aspect) fields each task scores.
 
 Everything that depends on a task (prompts, score text, pairs, metrics) reads this table;
 nothing else hard-codes aspect lists.
