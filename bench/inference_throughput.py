@@ -78,7 +78,6 @@ class Bench:
         import torch
 
         from apa.inference.constrained import TemplateTokens
-        from apa.prompts import END_OF_TURN
         from apa.targets import format_scores
         from apa.tasks import get_task
 
@@ -89,18 +88,18 @@ class Bench:
         self.model, self.processor = models.build_model(args, self.device, self.dtype)
         self.task = get_task("multi")
         tokenizer = self.processor.tokenizer
-        self.utt = inputs.bench_utterance(tokenizer, self.task, args.target_tokens)
+        self.utt = inputs.bench_utterance(self.processor, self.task, args.target_tokens)
         clip = inputs.speech_like_clip(args.audio_seconds, args.seed)
         sample = inputs.sample_row(self.processor, self.task, clip, self.utt, args.prompt_tokens, args.target_tokens)
         self.prompt = {"input_ids": sample["prompt_ids"], "attention_mask": torch.ones_like(sample["prompt_ids"]),
                        "input_features": sample["input_features"],
                        "feature_attention_mask": sample["feature_attention_mask"]}
         self.n_audio = inputs.count_audio_tokens(sample, self.processor)
-        response = format_scores(self.utt, self.task) + END_OF_TURN
+        response = format_scores(self.utt, self.task) + self.processor.end_of_turn
         # The template's length: what constrained decoding writes and generate is forced to write.
         self.new_tokens = len(tokenizer(response, add_special_tokens=False)["input_ids"])
         self.real_lower_bound = inputs.pretoken_count(response)
-        self.slots = len(TemplateTokens(tokenizer).plan(self.utt, self.task).slots)
+        self.slots = len(TemplateTokens(tokenizer, self.processor.end_of_turn_id).plan(self.utt, self.task).slots)
         self.warmed_up = False
 
     def describe(self) -> str:

@@ -74,12 +74,11 @@ def speech_like_clip(seconds: float = DEFAULT_AUDIO_SECONDS, seed: int = 0) -> n
     return (0.5 * signal / np.abs(signal).max()).astype(np.float32)
 
 
-def bench_utterance(tokenizer, task, target_tokens: int = DEFAULT_TARGET_TOKENS):
+def bench_utterance(processor, task, target_tokens: int = DEFAULT_TARGET_TOKENS):
     """A synthetic utterance whose response under ``task`` has about ``target_tokens`` tokens
-    (end-of-turn included) with ``tokenizer``: the number of words of BENCH_WORDS (cycled)
-    that comes closest. Scores are SO762-like (mostly 10s, a few 8s)."""
+    (end-of-turn included) with the processor's tokenizer: the number of words of BENCH_WORDS
+    (cycled) that comes closest. Scores are SO762-like (mostly 10s, a few 8s)."""
     from apa.data.manifest import Utterance, Word
-    from apa.prompts import END_OF_TURN
     from apa.targets import format_scores
 
     def make(n_words: int) -> Utterance:
@@ -95,7 +94,7 @@ def bench_utterance(tokenizer, task, target_tokens: int = DEFAULT_TARGET_TOKENS)
                          scores={"accuracy": 8, "fluency": 9, "prosody": 9, "completeness": 10, "total": 8})
 
     def length(utt) -> int:
-        return len(tokenizer(format_scores(utt, task) + END_OF_TURN, add_special_tokens=False)["input_ids"])
+        return len(processor.tokenizer(format_scores(utt, task), add_special_tokens=False)["input_ids"]) + 1
 
     previous = None
     for n_words in range(1, 200):
@@ -163,9 +162,8 @@ def sample_row(processor, task, clip: np.ndarray, utt, prompt_tokens: int, targe
     ids = batch["input_ids"][0].tolist()
     labels = batch["labels"][0].tolist()
     start = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
-    tokenizer = processor.tokenizer
-    end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    prompt = _resized_prompt(ids[:start], tokenizer.convert_tokens_to_ids("<|AUDIO|>"), end_id, prompt_tokens)
+    end_id = processor.end_of_turn_id
+    prompt = _resized_prompt(ids[:start], processor.audio_token_id, end_id, prompt_tokens)
     response = resize(ids[start:-1], target_tokens - 1) + [end_id]
     row = prompt + response
     return {"input_ids": torch.tensor([row]), "attention_mask": torch.ones(1, len(row), dtype=torch.long),

@@ -1,6 +1,6 @@
 """Benchmark models and the command-line options every benchmark shares.
 
-``--shape``: ``tiny`` / ``small`` / ``base`` are apa.modeling's random test models
+``--shape``: ``tiny`` / ``small`` / ``base`` are the tiny models of apa.backbones.qwen2_audio
 (float32); ``7b`` is a Qwen2-Audio with the real 7B dimensions (docs/method.md; Whisper-
 large-v3-style encoder, 32 layers, d_model 1280, 20 heads, FFN 5120, 128 mel bins, 30 s
 window; Qwen-7B text model, hidden 4096, 32 layers, 32 heads, 32 KV heads, FFN 11008,
@@ -107,7 +107,7 @@ def seven_b_config(processor, layers: int | None = None):
     """Qwen2AudioConfig with the real 7B dimensions and the tiny tokenizer's special ids."""
     from transformers import Qwen2AudioConfig
 
-    from apa.modeling import SPECIAL_TOKENS
+    from apa.backbones.qwen2_audio import SPECIAL_TOKENS
 
     ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     audio = dict(SEVEN_B_AUDIO)
@@ -126,13 +126,13 @@ def build_model(args, device, dtype):
     import torch
     from transformers import GenerationConfig, Qwen2AudioForConditionalGeneration
 
-    from apa.tiny_model import make_tiny_model
+    from apa.backbones.qwen2_audio import Qwen2Audio
 
     if args.shape != "7b":
-        model, processor = make_tiny_model(seed=args.seed, size=args.shape)
+        model, processor = Qwen2Audio.make_tiny(seed=args.seed, size=args.shape)
         return model.to(device=device, dtype=dtype).eval(), processor
 
-    tiny, processor = make_tiny_model(seed=args.seed)
+    tiny, processor = Qwen2Audio.make_tiny(seed=args.seed)
     config = seven_b_config(processor, args.layers)
     torch.manual_seed(args.seed)
     # Allocated and initialised on the device itself, in the target dtype: no 34 GB float32

@@ -70,7 +70,7 @@ class Bench:
     def __init__(self, args):
         import torch
 
-        from apa.modeling import add_lora
+        from apa.backbones.lora import add_lora
         from apa.tasks import get_task
 
         self.args = args
@@ -78,11 +78,11 @@ class Bench:
         self.dtype = models.pick_dtype(args)
         torch.manual_seed(args.seed)
         model, self.processor = models.build_model(args, self.device, self.dtype)
-        self.model = add_lora(model, r=LORA_R, alpha=LORA_ALPHA, dropout=LORA_DROPOUT)
+        self.model = add_lora(model, self.processor, r=LORA_R, alpha=LORA_ALPHA, dropout=LORA_DROPOUT)
         self.model.train()
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         task = get_task("multi")
-        utt = inputs.bench_utterance(self.processor.tokenizer, task, args.target_tokens)
+        utt = inputs.bench_utterance(self.processor, task, args.target_tokens)
         clip = inputs.speech_like_clip(args.audio_seconds, args.seed)
         self.sample = inputs.sample_row(self.processor, task, clip, utt, args.prompt_tokens, args.target_tokens)
         self.checkpointing = False
@@ -135,7 +135,7 @@ class Bench:
             def loss_of_step():
                 return self.model(**moved).loss  # labels in the inputs: the stock full-vocabulary loss
         else:
-            objective = Sft(get_task("multi"))  # as apa.training.loop runs it
+            objective = Sft(get_task("multi"), self.processor)  # as apa.training.loop runs it
             totals = {k: torch.tensor(max(v, 1.0), device=self.device) for k, v in objective.counts(batch).items()}
 
             def loss_of_step():

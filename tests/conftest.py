@@ -2,7 +2,7 @@
 small scored corpus (manifest + audio) covering every level.
 
 Fixtures
-- ``tiny_model_dir`` (session): Path of a tiny model written by apa.tiny_model.build_tiny_model(seed=0).
+- ``tiny_model_dir`` (session): Path of a tiny model written by apa.backbones.qwen2_audio.Qwen2Audio.build_tiny(seed=0).
 - ``tiny_model`` (session): ``(model, processor)`` loaded from it, float32, CPU, eval mode.
   Shared by many tests: do not modify it (no LoRA, no training): use ``fresh_tiny_model``.
 - ``tiny_processor`` (session): the processor of ``tiny_model``.
@@ -64,14 +64,14 @@ _CORPUS = [
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from apa.tiny_model import build_tiny_model
+    from apa.backbones.qwen2_audio import Qwen2Audio
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), seed=0)
+    return Qwen2Audio.build_tiny(tmp_path_factory.mktemp("tiny_model"), seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir):
-    from apa.modeling import load_model_and_processor
+    from apa.backbones.loading import load_model_and_processor
 
     return load_model_and_processor(tiny_model_dir, dtype="float32", device="cpu")
 
@@ -83,7 +83,7 @@ def tiny_processor(tiny_model):
 
 @pytest.fixture
 def fresh_tiny_model(tiny_model_dir):
-    from apa.modeling import load_model_and_processor
+    from apa.backbones.loading import load_model_and_processor
 
     return load_model_and_processor(tiny_model_dir, dtype="float32", device="cpu")
 

@@ -92,7 +92,7 @@ def test_sample_row_has_requested_lengths(inputs, tiny_processor):
     from apa.tasks import get_task
 
     task = get_task("multi")
-    utt = inputs.bench_utterance(tiny_processor.tokenizer, task, 60)
+    utt = inputs.bench_utterance(tiny_processor, task, 60)
     clip = inputs.speech_like_clip(2.0)
     assert clip.shape == (32000,) and abs(clip).max() <= 0.5
     for prompt_tokens, target_tokens in ((60, 20), (700, 300)):  # cut and repeated

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from apa.collate import IGNORE_INDEX, build_generation_batch, build_training_batch, load_audios
-from apa.prompts import END_OF_TURN
 from apa.targets import format_scores
 from apa.tasks import TASKS
 
@@ -21,7 +20,7 @@ def test_training_labels_cover_exactly_response_and_end_token(tiny_model, uttera
     for i, utt in enumerate(utterances):
         labels, ids, mask = batch["labels"][i], batch["input_ids"][i], batch["attention_mask"][i]
         kept = labels != IGNORE_INDEX
-        assert tokenizer.decode(labels[kept]) == format_scores(utt, task) + END_OF_TURN
+        assert tokenizer.decode(labels[kept]) == format_scores(utt, task) + processor.end_of_turn
         assert torch.equal(labels[kept], ids[kept])
         n = int(mask.sum())
         assert mask[:n].all() and not mask[n:].any()  # right padding
@@ -54,7 +53,7 @@ def test_custom_targets_and_loss(tiny_model, utterances):
     batch = build_training_batch(processor, utterances, task, targets=targets)
     for i, target in enumerate(targets):
         kept = batch["labels"][i] != IGNORE_INDEX
-        assert processor.tokenizer.decode(batch["labels"][i][kept]) == target + END_OF_TURN
+        assert processor.tokenizer.decode(batch["labels"][i][kept]) == target + processor.end_of_turn
     with torch.no_grad():
         loss = model(**batch).loss
     assert torch.isfinite(loss) and loss > 0
@@ -82,9 +81,9 @@ def test_preloaded_audio_equals_loading(tiny_processor, utterances):
 
 
 def test_clips_longer_than_the_audio_window_are_cut_with_a_warning(utterances, make_sine):
-    from apa.tiny_model import make_tiny_model
+    from apa.backbones.qwen2_audio import Qwen2Audio
 
-    model, processor = make_tiny_model(window_seconds=1)
+    model, processor = Qwen2Audio.make_tiny(window_seconds=1)
     long_clip = make_sine(1.5)
     with pytest.warns(UserWarning, match=r"utt3: 1.5 s clip is cut to the model's 1 s audio window"):
         batch = build_generation_batch(processor, [utterances[2]], TASKS["sentence_total"], audios=[long_clip])

@@ -28,7 +28,7 @@ def _next_token_probs(model, batch, ids):
 
 def _brute_force(model, processor, utt, task):
     """Greedy values and expected values computed slot by slot from full forwards."""
-    tokens = TemplateTokens(processor.tokenizer)
+    tokens = TemplateTokens(processor.tokenizer, processor.end_of_turn_id)
     plan = tokens.plan(utt, task)
     batch, ids = _prompt_ids(processor, utt, task)
     one, zero = tokens.digit_ids[1], tokens.digit_ids[0]
@@ -103,7 +103,7 @@ def test_batch_equals_one_by_one(tiny_model, utterances):
 def overfit_model(tiny_model_dir, utterances):
     """The tiny model trained (all weights) until greedy decoding reproduces the targets of
     two utterances, so that free decoding follows the template."""
-    from apa.modeling import load_model_and_processor
+    from apa.backbones.loading import load_model_and_processor
 
     torch.manual_seed(0)
     model, processor = load_model_and_processor(tiny_model_dir, dtype="float32", device="cpu")
@@ -113,7 +113,7 @@ def overfit_model(tiny_model_dir, utterances):
     task = TASKS["multi"]
     batch = build_training_batch(processor, chosen, task, audios=load_audios(chosen))
     for _ in range(150):
-        logps = response_logps(model, batch)
+        logps = response_logps(model, processor, batch)
         loss = -logps.sum_logp.sum() / logps.n_tokens.sum()
         optimizer.zero_grad()
         loss.backward()

@@ -107,10 +107,10 @@ def test_tiny_model_command(tmp_path, capsys):
 def test_predict_with_adapter(fresh_tiny_model, tiny_model, tiny_model_dir, corpus_manifest, utterances, tmp_path):
     import torch
 
-    from apa.modeling import add_lora
+    from apa.backbones.lora import add_lora
 
-    model, _ = fresh_tiny_model
-    peft_model = add_lora(model, r=4, alpha=8)
+    model, processor = fresh_tiny_model
+    peft_model = add_lora(model, processor, r=4, alpha=8)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:

@@ -1,4 +1,5 @@
-from apa.prompts import CHAT_TEMPLATE, instruction, prompt_text
+from apa.backbones.qwen2_audio import CHAT_TEMPLATE, Qwen2Audio
+from apa.prompts import instruction
 from apa.tasks import TASKS
 from helpers import bear_utterance
 
@@ -44,13 +45,22 @@ def test_simplified_prompts_keep_only_their_aspects():
 
 
 def test_chat_text_is_qwen2_audio_format():
-    text = prompt_text(TASKS["multi"], bear_utterance())
+    text = Qwen2Audio.render(instruction(TASKS["multi"], bear_utterance()))
     assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
                            "Audio 1: <|audio_bos|><|AUDIO|><|audio_eos|>\nYou are a pronunciation")
     assert text.endswith("{P3}/{Acc} ...<|im_end|>\n<|im_start|>assistant\n")
 
 
-def test_chat_template_equals_transformers_default():
+def test_chat_template_renders_as_transformers_default():
+    """The checkpoint's chat_template.json and transformers' default Qwen2-Audio template differ in
+    one condition that our messages never reach: both render our prompts identically."""
     from transformers import Qwen2AudioProcessor
+    from transformers.utils.chat_template_utils import render_jinja_template
 
-    assert CHAT_TEMPLATE == Qwen2AudioProcessor.default_chat_template.fget(None)
+    default = Qwen2AudioProcessor.default_chat_template.fget(None)
+    for task in TASKS.values():
+        messages = Qwen2Audio.messages(instruction(task, bear_utterance()))
+        rendered, _ = render_jinja_template(conversations=[messages], chat_template=default,
+                                            add_generation_prompt=True)
+        assert Qwen2Audio.render(instruction(task, bear_utterance())) == rendered[0]
+    assert CHAT_TEMPLATE != default

@@ -18,81 +18,15 @@ import pytest
 import torch
 
 from apa.cli import main
-from apa.data.audio import SAMPLE_RATE, audio_info, load_audio
+from apa.data.audio import audio_info, load_audio
 from apa.data.manifest import read_manifest, write_manifest
 from apa.errors import ApaError
 from apa.experiments.proxy import baselines, controls
 from apa.experiments.proxy import config as proxy_config
-from apa.modeling import FULL_WINDOW_SECONDS, audio_window_seconds
-from apa.tiny_model import TINY_SIZES, build_tiny_model, make_tiny_model, tiny_configs
 from apa.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[1]
 SO762 = Path(os.environ.get("APA_SO762") or REPO.parent / "shared" / "so762")
-
-
-# --- audio window ------------------------------------------------------------------------
-
-def _audio_batch(processor, seconds: list[float]):
-    clips = [np.sin(np.arange(int(s * SAMPLE_RATE)) * 0.05).astype(np.float32) * 0.3 for s in seconds]
-    texts = ["Audio 1: <|audio_bos|><|AUDIO|><|audio_eos|>\nscore it"] * len(clips)
-    return processor(text=texts, audio=clips, sampling_rate=SAMPLE_RATE, padding=True, return_tensors="pt")
-
-
-@pytest.mark.parametrize("window", [4, 12])
-def test_window_processor_frames_encoder_positions_and_audio_tokens_agree(window):
-    from apa.forward import embed_with_audio
-
-    model, processor = make_tiny_model(seed=0, size="tiny", window_seconds=window)
-    positions = model.config.audio_config.max_source_positions
-    assert positions == window * 50
-    assert audio_window_seconds(processor) == window
-    batch = _audio_batch(processor, [2.0, window + 3.0])  # one short clip, one cut to the window
-    assert batch["input_features"].shape[-1] == positions * 2 == window * 100
-    audio_id = model.config.audio_token_id
-    tokens = (batch["input_ids"] == audio_id).sum(dim=1).tolist()
-    assert tokens == [2 * 25, window * 25]
-    with torch.no_grad():  # the encoder accepts the frames and its features fill every <|AUDIO|>
-        embeds = embed_with_audio(model, batch["input_ids"], batch["input_features"], batch["feature_attention_mask"])
-        logits = model(**batch).logits
-    assert embeds.shape[:2] == batch["input_ids"].shape and torch.isfinite(logits).all()
-
-
-def test_window_survives_save_and_reload(tmp_path):
-    from apa.modeling import load_model_and_processor
-
-    out = build_tiny_model(tmp_path / "m", seed=0, size="tiny", window_seconds=7)
-    model, processor = load_model_and_processor(out, device="cpu")
-    extractor = processor.feature_extractor
-    assert (extractor.chunk_length, extractor.n_samples, extractor.nb_max_frames) == (7, 7 * 16000, 700)
-    assert model.config.audio_config.max_source_positions == 350
-    assert _audio_batch(processor, [1.0])["input_features"].shape[-1] == 700
-
-
-def test_default_window_and_tiny_size_are_the_old_tiny_model():
-    audio, text = tiny_configs()
-    assert FULL_WINDOW_SECONDS == 30 and audio["max_source_positions"] == 1500
-    assert audio["d_model"] == 32 and text["hidden_size"] == 64
-
-
-def test_sizes_grow_and_bad_sizes_or_windows_are_refused():
-    counts = []
-    for size in ("tiny", "small", "base"):
-        audio, text = tiny_configs(size, 10)
-        counts.append(audio["d_model"] * audio["encoder_layers"] + text["hidden_size"] * text["num_hidden_layers"])
-    assert counts == sorted(counts) and list(TINY_SIZES) == ["tiny", "small", "base"]
-    with pytest.raises(ApaError, match="unknown model size"):
-        tiny_configs("huge")
-    for window in (0, 31, 2.5):
-        with pytest.raises(ApaError, match="whole number of seconds"):
-            tiny_configs("tiny", window)
-
-
-def test_tiny_model_command_writes_size_and_window(tmp_path, capsys):
-    assert main(["tiny-model", str(tmp_path / "m"), "--size", "tiny", "--window", "5"]) == 0
-    config = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert config["audio_config"]["max_source_positions"] == 250
-    assert "5 s audio window" in capsys.readouterr().out
 
 
 # --- window fit, swapped audio, silence ---------------------------------------------------
@@ -249,7 +183,7 @@ def test_proxy_overrides_and_errors():
 def test_full_finetune_trains_every_weight_saves_a_model_and_resumes(tmp_path, tiny_model_dir, corpus_manifest):
     from safetensors.torch import load_file
 
-    from apa.modeling import load_model_and_processor
+    from apa.backbones.loading import load_model_and_processor
 
     def train(name, *extra):
         out = tmp_path / name

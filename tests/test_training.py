@@ -42,7 +42,7 @@ def test_response_logps_match_the_stock_forward(tiny_model, utterances):
     task = TASKS["multi"]
     batch = build_training_batch(processor, utterances, task, audios=load_audios(utterances))
     with torch.no_grad():
-        ours = response_logps(model, batch)
+        ours = response_logps(model, processor, batch)
         stock = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.double()
     logp = torch.log_softmax(stock[:, :-1], dim=-1)
     labels = batch["labels"][:, 1:]
@@ -61,13 +61,13 @@ def test_pairs_share_one_clip_and_match_separate_rows(tiny_model, utterances):
     assert pair["input_features"].shape[0] == 2 and pair["clip_of_row"].tolist() == [0, 1, 0, 1]
     separate = build_training_batch(processor, utterances[:2] * 2, task, targets=chosen + rejected)
     with torch.no_grad():
-        shared = response_logps(model, {k: v for k, v in pair.items() if k != "clip_of_row"}, pair["clip_of_row"])
-        alone = response_logps(model, separate)
+        shared = response_logps(model, processor, {k: v for k, v in pair.items() if k != "clip_of_row"}, pair["clip_of_row"])
+        alone = response_logps(model, processor, separate)
     assert torch.allclose(shared.sum_logp, alone.sum_logp, atol=1e-5)
 
 
 def test_sft_loss_falls_lora_changes_and_frozen_weights_do_not(tmp_path, tiny_model_dir, corpus_manifest):
-    from apa.modeling import load_model_and_processor
+    from apa.backbones.loading import load_model_and_processor
 
     out = _train(tmp_path, tiny_model_dir, corpus_manifest, "sft", "epochs=6")
     losses = [m["loss"] for m in _metrics(out)]
@@ -210,7 +210,7 @@ def test_pairs_are_drawn_afresh_each_epoch_unless_configured(tiny_processor, utt
     from apa.training.objectives import make_objective
 
     config = TrainConfig(method="simpo", task="multi", train=[{"path": "unused"}], fresh_pairs_each_epoch=fresh)
-    objective = make_objective(config, utterances)
-    rejected = [BatchBuilder(objective, tiny_processor, epoch)(utterances)["input_ids"][4:].tolist()
+    objective = make_objective(config, utterances, tiny_processor)
+    rejected = [BatchBuilder(objective, epoch)(utterances)["input_ids"][4:].tolist()
                 for epoch in range(4)]
     assert (len({str(r) for r in rejected}) > 1) == fresh

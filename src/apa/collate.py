@@ -1,28 +1,28 @@
-"""Utterances -> model inputs, for training and generation, through the model's processor.
+"""Utterances -> model inputs, for training and generation, through the backbone's processor.
 
-The processor renders nothing itself: the chat text comes from apa.prompts.prompt_text, the
-processor expands ``<|AUDIO|>`` to one token per 40 ms of audio and computes the Whisper
-features (always padded to the encoder's window, 30 s = 3000 frames for Qwen2-Audio, with
-a ``feature_attention_mask`` marking the real frames).
+The prompt is the task's instruction (apa.prompts) rendered by the backbone's chat template
+(``processor.render``); ``processor.encode`` expands each audio placeholder to the clip's
+audio tokens and computes the audio features (one entry per clip under
+``processor.clip_keys``).
 
 Training batches are padded on the RIGHT; their labels are -100 everywhere except the
-assistant response and its ``<|im_end|>``. The response is tokenized on its own and its ids
-appended to the prompt's, so the boundary between prompt and response is exact by
+assistant response and its end-of-turn token. The response is tokenized on its own and its
+ids appended to the prompt's, so the boundary between prompt and response is exact by
 construction (tokenizing prompt and prompt+response separately could merge tokens across
-it). Generation batches are padded on the LEFT so that every row ends at its prompt's end.
+it). Generation batches are padded on the LEFT (the text only: audio features are per clip)
+so that every row ends at its prompt's end.
 """
 
 from __future__ import annotations
 
 import warnings
-
 from typing import Sequence
 
 import numpy as np
 
 from apa.data.audio import SAMPLE_RATE, load_audio
 from apa.data.manifest import Utterance
-from apa.prompts import END_OF_TURN, prompt_text
+from apa.prompts import instruction
 from apa.targets import format_scores
 from apa.tasks import Task
 
@@ -43,65 +43,54 @@ def _audios(utts: Sequence[Utterance], audios: Sequence[np.ndarray] | None) -> l
 
 
 def _warn_if_cut(processor, utts: Sequence[Utterance], audios: list[np.ndarray]) -> None:
-    """The processor silently cuts clips to the model's audio window (30 s for Qwen2-Audio,
+    """A processor cuts clips to the model's audio window without a word (30 s for Qwen2-Audio,
     less for the from-scratch models): say so, once per clip."""
-    window = processor.feature_extractor.n_samples
+    window = processor.audio_window_seconds
+    if window is None:
+        return
     for utt, audio in zip(utts, audios):
-        if len(audio) > window and utt.id not in _WARNED:
+        if len(audio) > window * SAMPLE_RATE and utt.id not in _WARNED:
             _WARNED.add(utt.id)
             warnings.warn(f"{utt.id}: {len(audio) / SAMPLE_RATE:.1f} s clip is cut to the model's "
-                          f"{window / SAMPLE_RATE:.0f} s audio window", stacklevel=3)
+                          f"{window:.0f} s audio window", stacklevel=3)
 
 
 _WARNED: set[str] = set()
 
 
-def _process(processor, texts: list[str], audios: list[np.ndarray], padding_side: str):
-    return processor(text=texts, audio=audios, sampling_rate=SAMPLE_RATE, padding=True,
-                     padding_side=padding_side, return_tensors="pt")
-
-
-def pad_token_id(processor) -> int:
-    tokenizer = processor.tokenizer
-    if tokenizer.pad_token_id is not None:
-        return tokenizer.pad_token_id
-    return tokenizer.convert_tokens_to_ids("<|endoftext|>")
+def prompt_text(processor, task: Task, utt: Utterance) -> str:
+    """The full model input text of ``utt`` (before the audio placeholder is expanded)."""
+    return processor.render(instruction(task, utt))
 
 
 def build_generation_batch(processor, utts: Sequence[Utterance], task: Task,
                            audios: Sequence[np.ndarray] | None = None) -> dict:
-    """Left-padded prompts with audio, ready for ``model.generate(**batch)``.
-
-    Keys: input_ids, attention_mask, input_features, feature_attention_mask.
-    """
-    texts = [prompt_text(task, utt) for utt in utts]
+    """Left-padded prompts with audio: input_ids, attention_mask and the clips' audio entries."""
+    texts = [prompt_text(processor, task, utt) for utt in utts]
     audios = _audios(utts, audios)
     _warn_if_cut(processor, utts, audios)
-    batch = _process(processor, texts, audios, padding_side="left")
-    return dict(batch)
+    return processor.encode(texts, audios, padding_side="left")
 
 
 def response_ids(processor, response: str) -> list[int]:
     """Token ids of an assistant response followed by its end-of-turn token."""
-    return list(processor.tokenizer(response + END_OF_TURN, add_special_tokens=False)["input_ids"])
+    return list(processor.tokenizer(response, add_special_tokens=False)["input_ids"]) + [processor.end_of_turn_id]
 
 
 def build_training_batch(processor, utts: Sequence[Utterance], task: Task,
                          targets: Sequence[str] | None = None,
                          audios: Sequence[np.ndarray] | None = None,
                          rejected_targets: Sequence[str] | None = None) -> dict:
-    """Right-padded prompt + response (+ ``<|im_end|>``) with labels, ready for ``model(**batch)``.
+    """Right-padded prompt + response (+ end of turn) with labels.
 
     ``targets`` are the response texts (default: the reference scores of each utterance,
     ``format_scores(utt, task)``). Labels are -100 on the prompt and padding, so the loss
-    covers exactly the response and its end token. Keys: input_ids, attention_mask, labels,
-    input_features, feature_attention_mask (only model inputs; the response positions are
-    ``labels != -100``).
+    covers exactly the response and its end token. Keys: input_ids, attention_mask, labels
+    and the clips' audio entries (the response positions are ``labels != -100``).
 
     With ``rejected_targets`` (preference pairs) the batch holds 2B rows, chosen then
     rejected, over the B clips featurised once, and a ``clip_of_row`` tensor maps each row to
-    its clip (for apa.forward, which encodes each clip once); such a batch is not for the
-    stock ``model(**batch)``.
+    its clip (for apa.forward, which encodes each clip once).
     """
     if targets is None:
         targets = [format_scores(utt, task) for utt in utts]
@@ -111,8 +100,8 @@ def build_training_batch(processor, utts: Sequence[Utterance], task: Task,
 
     audios = _audios(utts, audios)
     _warn_if_cut(processor, utts, audios)
-    prompts = _process(processor, [prompt_text(task, utt) for utt in utts], audios, padding_side="right")
-    pad = pad_token_id(processor)
+    prompts = processor.encode([prompt_text(processor, task, utt) for utt in utts], audios, padding_side="right")
+    pad = processor.pad_token_id
     clip_of_row = list(range(len(utts)))
     if rejected_targets is not None:
         if len(rejected_targets) != len(utts):
@@ -134,8 +123,7 @@ def build_training_batch(processor, utts: Sequence[Utterance], task: Task,
         attention_mask[i, :len(row)] = 1
         label_tensor[i, :len(label)] = torch.tensor(label, dtype=torch.long)
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": label_tensor,
-             "input_features": prompts["input_features"],
-             "feature_attention_mask": prompts["feature_attention_mask"]}
+             **{key: prompts[key] for key in processor.clip_keys}}
     if rejected_targets is not None:
         batch["clip_of_row"] = torch.tensor(clip_of_row, dtype=torch.long)
     return batch
@@ -147,7 +135,7 @@ def move_to(batch: dict, device, dtype=None) -> dict:
     for key, value in batch.items():
         if hasattr(value, "to"):
             value = value.to(device)
-            if dtype is not None and key == "input_features":
+            if dtype is not None and value.is_floating_point():
                 value = value.to(dtype)
         out[key] = value
     return out

@@ -1,10 +1,12 @@
-"""Prompt templates (docs/method.md, Prompt and response), built from the task table, and the chat text.
+"""Prompt templates (docs/method.md, Prompt and response), built from the task table.
 
 The comprehensive instruction is the paper's (section 2.1) word for word. The simplified
 prompts of the other tasks are built from the same sentences, keeping only the levels and
 aspects the task scores, and only its output-format lines; the phone sequence is given only
 to tasks that score phones. ``PROMPT_VERSION`` changes whenever any prompt text changes, and
-is saved with every run so that results can be traced to the exact prompt.
+is saved with every run so that results can be traced to the exact prompt. The chat text
+around an instruction (system turn, audio placeholder, assistant turn) is the backbone's
+(apa.backbones.base.Processor.render).
 """
 
 from __future__ import annotations
@@ -13,39 +15,6 @@ from apa.data.manifest import Utterance
 from apa.tasks import Task
 
 PROMPT_VERSION = "1"
-
-SYSTEM_PROMPT = "You are a helpful assistant."
-AUDIO_PLACEHOLDER = "<|audio_bos|><|AUDIO|><|audio_eos|>"
-END_OF_TURN = "<|im_end|>"
-
-# Qwen2-Audio-Instruct's chat template (the one transformers ships as the processor's
-# default). Kept here so that `apa prompt` shows the exact text without loading a model, and
-# saved into the tiny model's processor; tests check it still equals transformers' copy.
-CHAT_TEMPLATE = (
-    "{% set audio_count = namespace(value=0) %}"
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}"
-    "{{ message['content'] }}<|im_end|>\n"
-    "{% else %}"
-    "{% for content in message['content'] %}"
-    "{% if 'audio' in content or 'audio_url' in content or message['type'] == 'audio' or content['type'] == 'audio' %}"
-    "{% set audio_count.value = audio_count.value + 1 %}"
-    "Audio {{ audio_count.value }}: <|audio_bos|><|AUDIO|><|audio_eos|>\n"
-    "{% elif 'text' in content %}"
-    "{{ content['text'] }}"
-    "{% endif %}"
-    "{% endfor %}"
-    "<|im_end|>\n"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}"
-    "<|im_start|>assistant\n"
-    "{% endif %}"
-)
 
 _SENTENCE_NAMES = {"accuracy": "accuracy", "fluency": "fluency", "prosody": "prosody",
                    "completeness": "completeness", "total": "a total score"}
@@ -130,25 +99,3 @@ def instruction_for(task: Task, text: str, phone_sequence: str) -> str:
 
 def instruction(task: Task, utt: Utterance) -> str:
     return instruction_for(task, utt.text, utt.phone_sequence)
-
-
-def chat_messages(instruction_text: str, audio: str | None = None) -> list[dict]:
-    """Chat messages for Qwen2-Audio-Instruct: default system turn, user turn = audio + text."""
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": [{"type": "audio", "audio_url": audio or "audio"},
-                                     {"type": "text", "text": instruction_text}]},
-    ]
-
-
-def render_chat(messages: list[dict], add_generation_prompt: bool = True) -> str:
-    """Render messages with CHAT_TEMPLATE exactly as the processor's apply_chat_template does."""
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(CHAT_TEMPLATE).render(messages=messages, add_generation_prompt=add_generation_prompt)
-
-
-def prompt_text(task: Task, utt: Utterance) -> str:
-    """The full model input text (before the processor expands the audio placeholder)."""
-    return render_chat(chat_messages(instruction(task, utt), utt.audio))

@@ -39,7 +39,6 @@ from apa.data.lexicon import cmu_dictionary
 from apa.inference.decoding import resolve_decoding
 from apa.inference.score import (DEFAULT_DECODING, DEFAULT_TASK, PRACTICE_THRESHOLD, Recording, ScoreResult,
                                  clip_limit, score_prepared, text_to_utterance)
-from apa.modeling import audio_window_seconds
 from apa.tasks import TASKS, get_task
 
 log = logging.getLogger("apa.serve")
@@ -295,7 +294,7 @@ def create_app(model, processor, *, model_name: str | None = None, task: str = D
         raise ApaError(f"--max-wait-ms must be 0 or more, got {max_wait_ms}")
     if max_upload_mb <= 0:
         raise ApaError(f"--max-upload-mb must be positive, got {max_upload_mb}")
-    window = audio_window_seconds(processor)
+    window = clip_limit(processor)
     if max_seconds is not None and not 0 < max_seconds <= window:
         raise ApaError(f"--max-seconds must be in (0, {window:g}]: the model hears at most {window:g} s, "
                        f"got {max_seconds}")

@@ -7,11 +7,11 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from apa.modeling import DEFAULT_MODEL
+    from apa.backbones import default_model
     from apa.tasks import TASKS
 
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"base model: a directory or hub id (default {DEFAULT_MODEL}, needs the network "
+    parser.add_argument("--model", default=default_model(),
+                        help=f"base model: a directory or hub id (default {default_model()}, needs the network "
                              "or the local cache)")
     parser.add_argument("--adapter", default=None, help="LoRA adapter directory saved by `apa train`")
     parser.add_argument("--data", required=True, metavar="MANIFEST", help="manifest (JSONL) of utterances to score")
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from apa.errors import ApaError
     from apa.distributed import Processes
     from apa.inference.predict import predict_manifest
-    from apa.modeling import load_model_and_processor
+    from apa.backbones.loading import load_model_and_processor
     from apa.tasks import get_task
 
     task = get_task(args.task)

@@ -8,26 +8,32 @@ from apa.errors import ApaError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from apa.backbones import BACKBONES, DEFAULT_BACKBONE
     from apa.tasks import TASKS
 
     parser.add_argument("--task", required=True, choices=list(TASKS), help="task of the task table")
     parser.add_argument("--manifest", required=True, help="manifest JSONL holding the utterance")
     parser.add_argument("--id", required=True, help="utterance id")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=list(BACKBONES),
+                        help=f"whose chat template renders the prompt (default {DEFAULT_BACKBONE})")
 
 
 def run(args: argparse.Namespace) -> int:
+    from apa.backbones import backbone_class
     from apa.data.manifest import read_manifest
-    from apa.prompts import PROMPT_VERSION, prompt_text
+    from apa.prompts import PROMPT_VERSION, instruction
     from apa.targets import MissingScore, format_scores
     from apa.tasks import get_task
 
     task = get_task(args.task)
+    backbone = backbone_class(args.backbone)
     by_id = {utt.id: utt for utt in read_manifest(args.manifest)}
     if args.id not in by_id:
         raise ApaError(f"id {args.id!r} is not in {args.manifest} ({len(by_id)} utterances)")
     utt = by_id[args.id]
-    print(f"# prompt (version {PROMPT_VERSION}, task {task.name}); <|AUDIO|> is expanded by the processor")
-    print(prompt_text(task, utt))
+    print(f"# prompt (version {PROMPT_VERSION}, task {task.name}, backbone {backbone.name}); "
+          f"{backbone.audio_token} is expanded by the processor")
+    print(backbone.render(instruction(task, utt)))
     print("# reference target")
     try:
         print(format_scores(utt, task))

@@ -27,11 +27,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from apa.inference.score import DEFAULT_DECODING, DEFAULT_TASK
-    from apa.modeling import DEFAULT_MODEL
+    from apa.backbones import default_model
     from apa.tasks import TASKS
 
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"base model: a directory or hub id (default {DEFAULT_MODEL})")
+    parser.add_argument("--model", default=default_model(),
+                        help=f"base model: a directory or hub id (default {default_model()})")
     parser.add_argument("--adapter", default=None, help="LoRA adapter directory saved by `apa train`")
     parser.add_argument("--audio", required=True, metavar="FILE",
                         help="the recording: WAV, FLAC, OGG or MP3, any sample rate, mono or stereo, at most the model's audio window (30 s for Qwen2-Audio)")
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from apa.data.lexicon import read_lexicon
     from apa.inference.decoding import resolve_decoding
     from apa.inference.score import score_recordings, text_to_utterance
-    from apa.modeling import load_model_and_processor
+    from apa.backbones.loading import load_model_and_processor
 
     decoding = resolve_decoding(args.decoding)
     lexicon = read_lexicon(args.lexicon) if args.lexicon else None

@@ -15,11 +15,11 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from apa.commands.score import add_model_options
     from apa.inference.score import DEFAULT_DECODING, DEFAULT_TASK
-    from apa.modeling import DEFAULT_MODEL
+    from apa.backbones import default_model
     from apa.tasks import TASKS
 
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"base model: a directory or hub id (default {DEFAULT_MODEL})")
+    parser.add_argument("--model", default=default_model(),
+                        help=f"base model: a directory or hub id (default {default_model()})")
     parser.add_argument("--adapter", default=None, help="LoRA adapter directory saved by `apa train`")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
                        "pip install -e '.[serve]'") from None
     from apa.data.lexicon import read_lexicon
     from apa.inference.decoding import resolve_decoding
-    from apa.modeling import load_model_and_processor
+    from apa.backbones.loading import load_model_and_processor
 
     resolve_decoding(args.decoding)
     lexicon = read_lexicon(args.lexicon) if args.lexicon else None

@@ -44,8 +44,6 @@ from typing import Sequence
 import torch
 
 from apa.data.manifest import Utterance
-from apa.forward import base_model, embed_with_audio
-from apa.prompts import END_OF_TURN
 from apa.targets import ScoreSet, Slot, format_scores, response_template
 from apa.tasks import Task
 
@@ -63,7 +61,7 @@ class RowPlan:
 class TemplateTokens:
     """Token ids of digits and fixed stretches for one tokenizer (cached per stretch text)."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, end_of_turn_id: int):
         self.tokenizer = tokenizer
         self.digit_ids = []
         for d in DIGITS:
@@ -72,7 +70,7 @@ class TemplateTokens:
                 raise ValueError(f"the tokenizer splits digit {d!r} into {len(ids)} tokens; constrained "
                                  "decoding needs one token per digit (as Qwen's tokenizer has)")
             self.digit_ids.append(ids[0])
-        self.end_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+        self.end_id = end_of_turn_id
         self._cache: dict[str, list[int]] = {}
 
     def stretch(self, text: str) -> list[int]:
@@ -153,21 +151,18 @@ def greedy_value(logits_digits: torch.Tensor, q_zero: torch.Tensor, q_cont: torc
 class _Batch:
     """KV cache, attention mask and positions of the rows decoded together."""
 
-    def __init__(self, model):
+    def __init__(self, model, processor):
         from transformers import DynamicCache
 
         self.model = model
-        self.inner = base_model(model).model
-        self.lm_head = base_model(model).lm_head
+        self.processor = processor
         self.cache = DynamicCache()
         self.mask: torch.Tensor | None = None
         self.positions: torch.Tensor | None = None  # next position id per row
 
     def _run(self, embeds: torch.Tensor, chunk_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         self.mask = chunk_mask if self.mask is None else torch.cat([self.mask, chunk_mask], dim=1)
-        out = self.inner.language_model(inputs_embeds=embeds, attention_mask=self.mask, position_ids=position_ids,
-                                        past_key_values=self.cache, use_cache=True)
-        return out.last_hidden_state
+        return self.processor.hidden_states(self.model, embeds, self.mask, position_ids, self.cache)
 
     def prefill(self, batch: dict, extra: list[list[int]], pad_id: int) -> torch.Tensor:
         """Run each row's prompt (with its audio) followed by ``extra`` tokens, left-padded;
@@ -182,7 +177,7 @@ class _Batch:
             input_ids[r, width - len(row):] = torch.tensor(row)
             mask[r, width - len(row):] = 1
         input_ids, mask = input_ids.to(device), mask.to(device)
-        embeds = embed_with_audio(self.model, input_ids, batch["input_features"], batch["feature_attention_mask"])
+        embeds = self.processor.embed(self.model, input_ids, batch)
         position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
         self.positions = mask.sum(dim=1).cpu()
         return self._run(embeds, mask, position_ids)[:, -1]
@@ -203,7 +198,7 @@ class _Batch:
                 position_ids[r, :n] = torch.arange(int(self.positions[r]), int(self.positions[r]) + n)
                 self.positions[r] += n
                 last[r] = n - 1
-        embeds = self.inner.get_input_embeddings()(ids.to(device))
+        embeds = self.processor.token_embeddings(self.model, ids.to(device))
         hidden = self._run(embeds, chunk_mask.to(device), position_ids.to(device))
         return hidden[torch.arange(len(chunks), device=device), last.to(device)]
 
@@ -212,7 +207,7 @@ class _Batch:
         device = self.mask.device
         rows = self.mask.shape[0]
         ids = torch.full((rows, 1), token, dtype=torch.long, device=device)
-        embeds = self.inner.get_input_embeddings()(ids)
+        embeds = self.processor.token_embeddings(self.model, ids)
         hidden = self._run(embeds, torch.ones((rows, 1), dtype=self.mask.dtype, device=device),
                            self.positions[:, None].to(device))
         return hidden[:, -1]
@@ -227,7 +222,7 @@ class _Batch:
                 self.mask[r, -1] = 0
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
+        return self.processor.logits(self.model, hidden)
 
 
 def constrained_decode(model, processor, batch: dict, utts: Sequence[Utterance], task: Task,
@@ -237,17 +232,17 @@ def constrained_decode(model, processor, batch: dict, utts: Sequence[Utterance],
     Returns per row {"output": text, "expected": ScoreSet dict of expected values}.
     ``max_new_tokens`` is ignored: the template fixes the length.
     """
-    tokens = TemplateTokens(processor.tokenizer)
+    tokens = TemplateTokens(processor.tokenizer, processor.end_of_turn_id)
     plans = [tokens.plan(utt, task) for utt in utts]
     rows = len(utts)
-    pad_id = processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else tokens.end_id
+    pad_id = processor.pad_token_id
     one, zero = tokens.digit_ids[1], tokens.digit_ids[0]
     digit_ids = torch.tensor(tokens.digit_ids)
     values: list[list[int]] = [[] for _ in range(rows)]
     expected: list[list[float]] = [[] for _ in range(rows)]
 
     with torch.inference_mode():
-        state = _Batch(model)
+        state = _Batch(model, processor)
         hidden = state.prefill(batch, [plan.stretches[0] for plan in plans], pad_id)
         n_slots = max(len(plan.slots) for plan in plans)
         for k in range(n_slots):

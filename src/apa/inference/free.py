@@ -13,8 +13,7 @@ from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 from apa.data.manifest import Utterance
-from apa.forward import base_model
-from apa.prompts import END_OF_TURN
+from apa.backbones.base import unwrap
 from apa.targets import ScoreSet, format_scores
 from apa.tasks import SCORE_RANGE, Task
 
@@ -41,7 +40,7 @@ def greedy_generation_config(processor, max_new_tokens: int):
     from transformers import GenerationConfig
 
     tokenizer = processor.tokenizer
-    stop = [tokenizer.convert_tokens_to_ids(END_OF_TURN)]
+    stop = [processor.end_of_turn_id]
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in stop:
         stop.append(tokenizer.eos_token_id)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
@@ -59,7 +58,7 @@ def checkpoint_generation_defaults_ignored(model) -> Iterator[None]:
     checkpoint's (a suppressed token, a forced first token, a penalty) fills our fields."""
     from transformers import GenerationConfig
 
-    inner = base_model(model)
+    inner = unwrap(model)
     saved = inner.generation_config
     inner.generation_config = GenerationConfig()
     try:
@@ -77,7 +76,7 @@ def free_decode(model, processor, batch: dict, utts: Sequence[Utterance], task: 
         max_new_tokens = max(default_max_new_tokens(processor, utt, task) for utt in utts)
     config = greedy_generation_config(processor, max_new_tokens)
     with torch.inference_mode(), checkpoint_generation_defaults_ignored(model):
-        sequences = model.generate(**batch, generation_config=config)
+        sequences = model.generate(**processor.generate_inputs(batch), generation_config=config)
     new_tokens = sequences[:, batch["input_ids"].shape[1]:]
     texts = processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
     return [{"output": t.strip()} for t in texts]

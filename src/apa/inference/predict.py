@@ -16,23 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from apa.collate import prompt_text
 from apa.data.audio import audio_info, load_audio
 from apa.data.manifest import Utterance
 from apa.distributed import Processes
 from apa.errors import ApaError
 from apa.inference.decoding import decode_batch, resolve_decoding
 from apa.predictions import append_records, prediction_record, read_records, rewrite_in_order
-from apa.prompts import prompt_text
 from apa.tasks import Task
 
 
 def estimated_length(processor, utt: Utterance, task: Task) -> int:
     """Prompt length in tokens after audio expansion (for sorting utterances into batches)."""
-    from apa.modeling import audio_token_estimate
-
     duration = utt.duration if utt.duration is not None else audio_info(utt.audio_path)[0]
-    text_tokens = len(processor.tokenizer(prompt_text(task, utt), add_special_tokens=False)["input_ids"])
-    return text_tokens + audio_token_estimate(processor, duration)
+    text_tokens = len(processor.tokenizer(prompt_text(processor, task, utt), add_special_tokens=False)["input_ids"])
+    return text_tokens + processor.audio_token_count(duration)
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -281,12 +281,15 @@ def score_prepared(model, processor, recordings: Sequence[Recording], task: Task
             for utt, d in zip(utts, decoded)]
 
 
-def clip_limit(processor, max_seconds: float | None = None) -> float:
-    """The longest clip to accept: the processor's audio window (a longer clip would be cut
-    silently), or ``max_seconds`` when it is shorter."""
-    from apa.modeling import audio_window_seconds
+# The longest clip scored when the model itself has no window (it would hear an hour).
+LONGEST_RECORDING_SECONDS = 60.0
 
-    window = audio_window_seconds(processor)
+
+def clip_limit(processor, max_seconds: float | None = None) -> float:
+    """The longest clip to accept: the model's audio window (a longer clip would be cut
+    silently; LONGEST_RECORDING_SECONDS for a model without one), or ``max_seconds`` when it
+    is shorter."""
+    window = processor.audio_window_seconds or LONGEST_RECORDING_SECONDS
     return window if max_seconds is None else min(float(max_seconds), window)
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from apa.backbones import default_model
 from apa.config import config_help, load_config, setting
 from apa.errors import ApaError
-from apa.modeling import DEFAULT_MODEL, LORA_TARGETS
 
 METHODS = ("sft", "simpo", "dpo")
 HELP_HINT = "`apa train --help-config` lists them"
@@ -22,7 +22,8 @@ HELP_HINT = "`apa train --help-config` lists them"
 class TrainConfig:
     method: str = setting("sft", "sft | simpo | dpo")
     task: str = setting("multi", "task of the task table (apa.tasks; README, Tasks)")
-    model: str = setting(DEFAULT_MODEL, "base model: hub name or local folder")
+    model: str = setting(default_model(), "base model: hub id or local folder, of any backbone apa knows "
+                                          "(picked from its config.json; README, Backbones)")
     train: list = setting([], "training manifests: a list of {path, weight}; weight 2 repeats a corpus "
                           "twice per epoch, 0.5 draws half of it afresh each epoch")
     output_dir: str = setting("runs/run", "folder for checkpoints, logs, the final adapter and config.yaml")
@@ -39,7 +40,8 @@ class TrainConfig:
     lora_r: int = setting(8, "LoRA rank (paper: 8)")
     lora_alpha: int = setting(16, "LoRA alpha (not in the paper; 2 x rank as in LLaMA-Factory)")
     lora_dropout: float = setting(0.0, "LoRA dropout (not in the paper; LLaMA-Factory's default 0)")
-    lora_targets: list = setting(list(LORA_TARGETS), "linear layers of the text model that get LoRA")
+    lora_targets: list = setting([], "linear layers of the text model that get LoRA (last names; empty: all its "
+                                     "attention and MLP projections, whatever the backbone calls them)")
     train_audio: bool = setting(False, "also put LoRA on the audio encoder and train the projector")
     full_finetune: bool = setting(False, "train every weight, no LoRA (for small models trained from scratch, "
                                   "`apa tiny-model --size small`); saves the whole model with its "

@@ -34,13 +34,12 @@ from apa.training.run_log import MetricsLog
 class BatchBuilder:
     """Utterances -> model inputs, in DataLoader workers (the objective knows how)."""
 
-    def __init__(self, objective, processor, epoch: int):
+    def __init__(self, objective, epoch: int):
         self.objective = objective
-        self.processor = processor
         self.epoch = epoch
 
     def __call__(self, utterances):
-        return self.objective.build_batch(self.processor, utterances, self.epoch)
+        return self.objective.build_batch(utterances, self.epoch)
 
 
 def batch_loader(batches, builder: BatchBuilder, num_workers: int):
@@ -80,7 +79,8 @@ def add_into(total: dict[str, float], values: dict[str, float]) -> dict[str, flo
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     from tqdm import tqdm
 
-    from apa.modeling import add_lora, load_model_and_processor
+    from apa.backbones.loading import load_model_and_processor
+    from apa.backbones.lora import add_lora
     from apa.tasks import get_task
     from apa.training.data import epoch_batches, epoch_examples, load_sources, steps_per_epoch
     from apa.training.objectives import make_objective
@@ -99,16 +99,16 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         print("resolved config:\n" + (out / "config.yaml").read_text(), file=sys.stderr)
     seed_everything(config.seed)
 
-    # ---- data and objective ----
+    # ---- data, model, objective ----
     sources = load_sources(config.train, get_task(config.task), config.limit,
                            log=lambda message: print(message, file=sys.stderr))
-    objective = make_objective(config, [u for s in sources for u in s.utterances])
-
-    # ---- model, LoRA, optimizer, schedule ----
     model, processor = load_model_and_processor(config.model, dtype=config.dtype, device=device)
+    objective = make_objective(config, [u for s in sources for u in s.utterances], processor)
+
+    # ---- LoRA, optimizer, schedule ----
     if not config.full_finetune:  # full_finetune: every weight that requires grad is trained
-        model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
-                         target_modules=tuple(config.lora_targets), train_audio=config.train_audio)
+        model = add_lora(model, processor, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
+                         target_modules=config.lora_targets or None, train_audio=config.train_audio)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -152,7 +152,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     samples_done = 0
     while state.step < total_steps:
         batches = batches_of(state.epoch)[state.position:]
-        loader = iter(batch_loader(batches, BatchBuilder(objective, processor, state.epoch), config.num_workers))
+        loader = iter(batch_loader(batches, BatchBuilder(objective, state.epoch), config.num_workers))
         remaining = len(batches)
         while remaining and state.step < total_steps:
             window = [next(loader) for _ in range(min(config.grad_accum, remaining))]

@@ -28,12 +28,12 @@ from apa.tasks import Task
 from apa.training import losses
 
 
-def _logps(model, batch: dict) -> tuple[ResponseLogps, dict, torch.Tensor | None]:
+def _logps(model, processor, batch: dict) -> tuple[ResponseLogps, dict, torch.Tensor | None]:
     """Response log-likelihoods of a batch on the model's device (and the moved batch)."""
     batch = dict(batch)
     clip_of_row = batch.pop("clip_of_row", None)
     batch = move_to(batch, model.device, dtype=next(model.parameters()).dtype)
-    return response_logps(model, batch, clip_of_row), batch, clip_of_row
+    return response_logps(model, processor, batch, clip_of_row), batch, clip_of_row
 
 
 def _labelled(batch: dict) -> torch.Tensor:
@@ -46,11 +46,12 @@ class Sft:
 
     name = "sft"
 
-    def __init__(self, task: Task):
+    def __init__(self, task: Task, processor):
         self.task = task
+        self.processor = processor
 
-    def build_batch(self, processor, utterances: Sequence[Utterance], epoch: int) -> dict:
-        return build_training_batch(processor, utterances, self.task)
+    def build_batch(self, utterances: Sequence[Utterance], epoch: int) -> dict:
+        return build_training_batch(self.processor, utterances, self.task)
 
     def samples(self, batch: dict) -> int:
         return batch["labels"].shape[0]
@@ -59,7 +60,7 @@ class Sft:
         return {"tokens": float(_labelled(batch).sum())}
 
     def loss(self, model, batch: dict, totals: dict[str, torch.Tensor]):
-        logps, _, _ = _logps(model, batch)
+        logps, _, _ = _logps(model, self.processor, batch)
         loss = losses.sft_loss(logps.sum_logp, logps.n_tokens, num_items_in_batch=totals["tokens"])
         return loss, {"nll": float(-logps.sum_logp.detach().sum())}
 
@@ -73,20 +74,21 @@ class _Preference:
 
     name = ""
 
-    def __init__(self, task: Task, slopes, seed: int, fresh_pairs_each_epoch: bool, beta: float):
+    def __init__(self, task: Task, processor, slopes, seed: int, fresh_pairs_each_epoch: bool, beta: float):
         self.task = task
+        self.processor = processor
         self.slopes = slopes
         self.seed = seed
         self.fresh_pairs_each_epoch = fresh_pairs_each_epoch
         self.beta = beta
 
-    def build_batch(self, processor, utterances: Sequence[Utterance], epoch: int) -> dict:
+    def build_batch(self, utterances: Sequence[Utterance], epoch: int) -> dict:
         from apa.training.pairs import make_pairs
 
         # One pair per utterance per epoch; a pair is a pure function of (seed, epoch, id).
         pair_epoch = epoch if self.fresh_pairs_each_epoch else 0
         pairs = make_pairs(utterances, self.task, self.slopes, seed=self.seed, epoch=pair_epoch)
-        return build_training_batch(processor, utterances, self.task, targets=[p.chosen_text for p in pairs],
+        return build_training_batch(self.processor, utterances, self.task, targets=[p.chosen_text for p in pairs],
                                     rejected_targets=[p.rejected_text for p in pairs])
 
     def samples(self, batch: dict) -> int:
@@ -112,13 +114,13 @@ class SimPO(_Preference):
 
     name = "simpo"
 
-    def __init__(self, task: Task, slopes, seed: int, fresh_pairs_each_epoch: bool, beta: float, gamma: float,
-                 ce_weight: float, form: str):
-        super().__init__(task, slopes, seed, fresh_pairs_each_epoch, beta)
+    def __init__(self, task: Task, processor, slopes, seed: int, fresh_pairs_each_epoch: bool, beta: float,
+                 gamma: float, ce_weight: float, form: str):
+        super().__init__(task, processor, slopes, seed, fresh_pairs_each_epoch, beta)
         self.gamma, self.ce_weight, self.form = gamma, ce_weight, form
 
     def loss(self, model, batch: dict, totals: dict[str, torch.Tensor]):
-        logps, _, _ = _logps(model, batch)
+        logps, _, _ = _logps(model, self.processor, batch)
         n = self.samples(batch)
         chosen, rejected = slice(0, n), slice(n, 2 * n)
         pair_losses, margins = losses.simpo_loss(logps.mean_logp[chosen], logps.mean_logp[rejected],
@@ -142,9 +144,9 @@ class DPO(_Preference):
     name = "dpo"
 
     def loss(self, model, batch: dict, totals: dict[str, torch.Tensor]):
-        logps, moved, clip_of_row = _logps(model, batch)
+        logps, moved, clip_of_row = _logps(model, self.processor, batch)
         with torch.no_grad(), model.disable_adapter():
-            reference = response_logps(model, moved, clip_of_row)
+            reference = response_logps(model, self.processor, moved, clip_of_row)
         n = self.samples(batch)
         chosen, rejected = slice(0, n), slice(n, 2 * n)
         pair_losses, margins = losses.dpo_loss(logps.sum_logp[chosen], logps.sum_logp[rejected],
@@ -153,18 +155,18 @@ class DPO(_Preference):
         return pair_losses.sum() / totals["pairs"], self._pair_sums(pair_losses, margins)
 
 
-def make_objective(config, train_utterances: Sequence[Utterance]):
-    """The objective of ``config.method`` (a TrainConfig); preference methods fit the pair
-    slopes on the training utterances."""
+def make_objective(config, train_utterances: Sequence[Utterance], processor):
+    """The objective of ``config.method`` (a TrainConfig) for the backbone of ``processor``;
+    preference methods fit the pair slopes on the training utterances."""
     from apa.tasks import get_task
 
     task = get_task(config.task)
     if config.method == "sft":
-        return Sft(task)
+        return Sft(task, processor)
     from apa.training.slopes import fit_slopes
 
     slopes = fit_slopes(train_utterances)
-    common = dict(task=task, slopes=slopes, seed=config.seed, fresh_pairs_each_epoch=config.fresh_pairs_each_epoch,
+    common = dict(task=task, processor=processor, slopes=slopes, seed=config.seed, fresh_pairs_each_epoch=config.fresh_pairs_each_epoch,
                   beta=config.beta)
     if config.method == "simpo":
         return SimPO(**common, gamma=config.gamma, ce_weight=config.ce_weight, form=config.simpo_form)

@@ -41,17 +41,14 @@ class ProxyConfig:
     limit_test: int = setting(0, "use only the first N test utterances (0: all); for tests")
     target_gap: float = setting(0.15, "done-criterion: model PCC minus swapped-audio PCC at least this")
     target_pcc: float = setting(0.4, "done-criterion: model PCC above this")
+    backbone: str = setting("qwen2-audio", "model family of the from-scratch model (apa tiny-model --backbone)")
 
     def validate(self) -> "ProxyConfig":
-        from apa.modeling import FULL_WINDOW_SECONDS
-        from apa.tiny_model import TINY_SIZES
+        from apa.backbones import backbone_class
         from apa.tasks import get_task
 
         get_task(self.task)
-        if self.size not in TINY_SIZES:
-            raise ApaError(f"size must be one of {', '.join(TINY_SIZES)}, not {self.size!r}")
-        if not isinstance(self.window_seconds, int) or not 1 <= self.window_seconds <= FULL_WINDOW_SECONDS:
-            raise ApaError(f"window_seconds must be a whole number from 1 to {FULL_WINDOW_SECONDS}")
+        backbone_class(self.backbone).tiny_configs(self.size, self.window_seconds)  # size and window
         unknown = [r for r in self.rows if r not in ROWS]
         if unknown or not self.rows:
             raise ApaError(f"rows must be a non-empty list of {', '.join(ROWS)}; got {self.rows!r}")

@@ -163,8 +163,9 @@ def run_experiment(config: ProxyConfig, echo: Callable[[str], None] = print) -> 
                f"rows {', '.join(config.rows)})")
     window = prepare_rows(config, runner)
     init_model = out / "init_model"
-    runner.apa("tiny-model", ["tiny-model", str(init_model), "--size", config.size,
-                              "--window", str(config.window_seconds), "--seed", str(config.model_seed)],
+    runner.apa("tiny-model", ["tiny-model", str(init_model), "--backbone", config.backbone,
+                              "--size", config.size, "--window", str(config.window_seconds),
+                              "--seed", str(config.model_seed)],
                skip=f"{init_model} exists" if (init_model / "config.json").is_file() else None)
     human = run_baselines(config, runner)
     for row in config.rows:
