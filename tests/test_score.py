@@ -9,8 +9,9 @@ import pytest
 
 from apa.cli import main
 from apa.errors import ApaError
-from apa.data.lexicon import UnknownWords, normalise_words, read_lexicon
-from apa.inference.score import ScoreResult, build_result, score_recordings, text_to_utterance
+from apa.data.lexicon import UnknownWords, read_lexicon
+from apa.data.textnorm import normalise_words
+from apa.inference.score import ScoreResult, build_result, score_recordings, text_to_reference, text_to_utterance
 from apa.tasks import TASKS
 
 
@@ -30,7 +31,7 @@ def test_normalise_words():
     assert normalise_words("We call it, bear!") == ["WE", "CALL", "IT", "BEAR"]
     assert normalise_words("Don\u2019t say 'naïve' -- well-known \"quotes\"; rock'n'roll.") == \
         ["DON'T", "SAY", "NAIVE", "WELL", "KNOWN", "QUOTES", "ROCK'N'ROLL"]
-    assert normalise_words("I have 2 cats") == ["I", "HAVE", "2", "CATS"]
+    assert normalise_words("I have 2 cats") == ["I", "HAVE", "TWO", "CATS"]
     assert normalise_words(" ... ") == []
 
 
@@ -43,13 +44,13 @@ def test_text_to_utterance_uses_first_cmudict_pronunciation():
     assert text_to_utterance("don't").words[0].phones == ["D", "OW1", "N", "T"]
 
 
-def test_unknown_words_are_all_named():
+def test_unknown_words_are_all_named_when_guessing_is_off():
     with pytest.raises(UnknownWords) as info:
-        text_to_utterance("the xyzzy saw 42 qwzx xyzzy")
+        text_to_reference("the xyzzy saw 42 qwzx xyzzy", guess=False)
     message = str(info.value)
-    assert info.value.words == ["XYZZY", "42", "QWZX"]
-    assert message.startswith("not in the CMU Pronouncing Dictionary: XYZZY, 42, QWZX;")
-    assert "spell numbers as words or check the spelling" in message
+    assert info.value.words == ["XYZZY", "QWZX"]  # 42 is read as FORTY TWO
+    assert message.startswith("not in the CMU Pronouncing Dictionary: XYZZY, QWZX;")
+    assert "check the spelling or give a --lexicon file" in message
 
 
 @pytest.mark.parametrize("text", ["", "   ", "?!"])
@@ -96,7 +97,7 @@ def test_build_result_schema_and_practice_order():
     check_schema(result)
     assert result["sentence"]["accuracy"] == {"score": 8, "expected": 7.912}
     assert result["words"][1] == {
-        "word": "CALL", "phones": ["K", "AO1", "L"],
+        "word": "CALL", "phones": ["K", "AO1", "L"], "guessed": False,
         "scores": {"accuracy": {"score": 7, "expected": 7.4}, "stress": {"score": 10, "expected": 9.8},
                    "total": {"score": 7, "expected": 7.5}},
         "phone_scores": [{"phone": "K", "score": 8, "expected": 8.1}, {"phone": "AO1", "score": 6, "expected": 6.4},
@@ -154,8 +155,8 @@ def test_score_recordings_constrained_batched_equals_one_by_one(tiny_model, make
 def test_score_recordings_checks_inputs_before_the_model(tiny_model, make_sine):
     model, processor = tiny_model
     good = make_sine(0.5)
-    with pytest.raises(ApaError, match="item 1: not in the CMU Pronouncing Dictionary: XYZZY"):
-        score_recordings(model, processor, [(good, "the book"), (good, "the xyzzy")])
+    with pytest.raises(ApaError, match="item 1: the reference text '[?]!' holds no words"):
+        score_recordings(model, processor, [(good, "the book"), (good, "?!")])
     with pytest.raises(ApaError, match="silent"):
         score_recordings(model, processor, [(np.zeros(8000, dtype=np.float32), "the book")])
     with pytest.raises(ApaError, match="empty"):
@@ -208,7 +209,7 @@ def _bad_inputs(tmp_path, make_sine, write_wav):
         "no samples": (write_wav(tmp_path / "zero.wav", np.zeros(0, dtype=np.float32)), "the book", "empty"),
         "silent": (write_wav(tmp_path / "silent.wav", np.zeros(16000, dtype=np.float32)), "the book", "silent"),
         "unknown word": (write_wav(tmp_path / "ok.wav", make_sine(0.5)), "the blorptastic book",
-                         "not in the CMU Pronouncing Dictionary: BLORPTASTIC;"),
+                         "not in the CMU Pronouncing Dictionary: BLORPTASTIC;"),  # with --no-guess
     }
 
 
@@ -216,7 +217,7 @@ def _bad_inputs(tmp_path, make_sine, write_wav):
 def test_score_cli_bad_input_one_line_exit_2(case, tmp_path, make_sine, write_wav, capsys):
     audio, text, expected = _bad_inputs(tmp_path, make_sine, write_wav)[case]
     # The model is never loaded for a bad input: a model path that does not exist proves it.
-    code = main(["score", "--model", str(tmp_path / "no-model"), "--audio", str(audio), "--text", text])
+    code = main(["score", "--model", str(tmp_path / "no-model"), "--audio", str(audio), "--text", text, "--no-guess"])
     captured = capsys.readouterr()
     assert code == 2
     assert captured.out == ""
