@@ -3,10 +3,7 @@ hit by concurrent clients; batching, isolation of failures, limits, error messag
 
 from __future__ import annotations
 
-import io
 import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -17,45 +14,10 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 from apa.inference.score import score_prepared, score_recordings  # noqa: E402
+from serve_helpers import LiveServer, wav_bytes  # noqa: E402
 
 FAILING_TEXT = "I SEE A ZEBRA"  # the test scorer raises on it, as a model error would
 MAX_UPLOAD_MB = 0.25
-
-
-def wav_bytes(samples, rate: int = 16000, fmt: str = "WAV") -> bytes:
-    import soundfile as sf
-
-    buffer = io.BytesIO()
-    sf.write(buffer, np.asarray(samples, dtype=np.float32), rate, format=fmt)
-    return buffer.getvalue()
-
-
-class LiveServer:
-    """uvicorn serving ``app`` on a free 127.0.0.1 port in a background thread."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=20)
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")

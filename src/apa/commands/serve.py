@@ -85,6 +85,8 @@ def _check_port(host: str, port: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
     from apa.errors import ApaError
 
     try:
@@ -118,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
                      cors_origins=args.cors_origin, guess=not args.no_guess)
     print(f"serving {name} on http://{args.host}:{args.port} (page at /, POST /score, GET /health, /metrics, "
           f"docs at /docs){'; API keys required' if keys else ''}", flush=True)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")  # uvicorn's layout
     make_server(app, args.host, args.port, read_timeout_s=args.read_timeout, drain_s=args.drain,
                 keep_alive_s=args.keep_alive).run()
     return 0

@@ -277,6 +277,8 @@ def create_app(model, processor, *, model_name: str | None = None, task: str = D
                                                                  f"{', '.join(TASKS)}")):
         started = time.monotonic()
         task_name = intake.task(task)
+        if text is None and "text" in await request.form():
+            text = ""  # FastAPI reads an empty form field as missing; the learner sent an empty text
         reference = intake.text(text)
         data = await audio.read(max_upload_bytes + 1)
         samples = await run_in_threadpool(intake.audio, data, audio.filename or "audio")
@@ -290,6 +292,9 @@ def create_app(model, processor, *, model_name: str | None = None, task: str = D
         try:
             done, _ = await asyncio.wait({job.future, left}, timeout=deadline_s - (time.monotonic() - started),
                                          return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the drain deadline passed (SIGTERM): answer, without a traceback
+            raise RequestError(503, "the server is shutting down; retry shortly", "draining",
+                               {"Retry-After": "5"}) from None
         finally:
             left.cancel()
             if not job.future.done():

@@ -1,6 +1,7 @@
 // The learner's page: type or pick a sentence, record it (MediaRecorder) or upload a file,
 // POST /score, and show each word coloured by its accuracy, its phones (weak ones marked)
-// and the sentence scores as bars. No framework and no CDN: the page must work offline.
+// and the sentence scores as bars. No framework and nothing fetched from elsewhere: the page
+// must work offline.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
