@@ -233,3 +233,73 @@ def test_score_cli_clip_longer_than_the_models_window(tiny_model_dir, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert "31.0 s long" in err[0] and "at most 30 s" in err[0]
+
+
+# --------------------------------------------------------------------------------------
+# `apa score`: no traceback for any input, strictly valid JSON (issue 10, cases 3 and 9)
+# --------------------------------------------------------------------------------------
+
+def _env() -> dict:
+    import os
+    from pathlib import Path
+
+    return dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"), CUDA_VISIBLE_DEVICES="")
+
+
+def _run_cli(*args: str, stdin: str | None = None):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "apa.cli", "score", *args], capture_output=True, text=True,
+                          input=stdin, env=_env(), timeout=120)
+
+
+def test_score_cli_text_from_a_file_and_stdin_and_a_closed_pipe(tiny_model_dir, tmp_path, make_sine, write_wav):
+    import subprocess
+    import sys
+
+    audio = write_wav(tmp_path / "a.wav", make_sine(1.0))
+    (tmp_path / "text.txt").write_text("I have 3 cats.\n", encoding="utf-8")
+    common = ["--model", str(tiny_model_dir), "--audio", str(audio), "--device", "cpu", "--dtype", "fp32"]
+    from_file = _run_cli(*common, "--text-file", str(tmp_path / "text.txt"), "--compact")
+    from_stdin = _run_cli(*common, "--text", "-", "--compact", stdin="I have 3 cats.")
+    assert from_file.returncode == 0 and from_stdin.returncode == 0, from_file.stderr
+    assert json.loads(from_file.stdout)["text"] == json.loads(from_stdin.stdout)["text"] == "I HAVE THREE CATS"
+    # `apa score ... | true`: the reader is gone before the JSON is printed; no BrokenPipeError traceback
+    command = [sys.executable, "-m", "apa.cli", "score", *common, "--text", "the book"]
+    pipe = subprocess.run(" ".join(f"'{c}'" for c in command) + " | true", shell=True, capture_output=True,
+                          text=True, env=_env(), timeout=120)
+    assert "Traceback" not in pipe.stderr and "BrokenPipeError" not in pipe.stderr, pipe.stderr
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--device", "cuda"], "--device cuda: this machine has no CUDA GPU"),
+    (["--text-file", "/nonexistent/text.txt"], "text file /nonexistent/text.txt does not exist"),
+])
+def test_score_cli_device_and_text_file_errors_are_one_line(tmp_path, make_sine, write_wav, extra, message):
+    audio = write_wav(tmp_path / "a.wav", make_sine(1.0))
+    args = ["--model", str(tmp_path / "no-model"), "--audio", str(audio), *extra]
+    if "--text-file" not in extra:
+        args += ["--text", "the book"]
+    result = _run_cli(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().startswith("error: ") and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_score_cli_folder_audio_is_named_a_folder(tmp_path, capsys):
+    code = main(["score", "--model", str(tmp_path / "no-model"), "--audio", str(tmp_path), "--text", "the book"])
+    assert code == 2 and "is a folder, not an audio file" in capsys.readouterr().err
+
+
+def test_non_finite_scores_become_null_so_the_json_is_strict():
+    """A broken model's NaN scores would have printed NaN, which is not JSON."""
+    utt = text_to_utterance("the book")
+    nan = float("nan")
+    record = {"scores": {"sentence": {"accuracy": nan}, "words": [{"accuracy": 9}, {"accuracy": float("inf")}],
+                         "phones": [[nan, 5], [5, 5, 5]]},
+              "expected": {"sentence": {"accuracy": nan}, "words": [{"accuracy": nan}, {"accuracy": 7.0}],
+                           "phones": [[nan, 5.0], [5.0, 5.0, 5.0]]}, "problems": []}
+    result = build_result(utt, TASKS["multi"], record, "constrained")
+    text = json.dumps(result, allow_nan=False)  # raises on NaN
+    assert json.loads(text)["sentence"]["accuracy"] == {"score": None, "expected": None}

@@ -6,7 +6,7 @@ A request is checked in full (apa.serve.intake) before it is queued, then scored
 scheduler (apa.serve.scheduler) in batches of similar cost. Every answer that is not a
 result is ``{"error": "..."}`` with its status:
 
-- 401 missing or wrong API key; 429 over the rate limit (Retry-After);
+- 400 a body that is not the multipart it claims to be; 401 missing or wrong API key; 429 over the rate limit (Retry-After);
 - 413 upload too large; 415 audio in a format that cannot be decoded;
 - 422 missing or malformed fields, unknown task, empty text, too many words, words with no
   known pronunciation, audio too short, too long, silent, non-finite or below 8 kHz;
@@ -259,7 +259,7 @@ def create_app(model, processor, *, model_name: str | None = None, task: str = D
         return _error(500, f"internal error: {type(exc).__name__}")
 
     errors = {status: {"model": ErrorResponse, "description": text} for status, text in {
-        401: "API key missing or not valid", 413: "upload too large", 415: "audio cannot be decoded",
+        400: "malformed multipart body", 401: "API key missing or not valid", 413: "upload too large", 415: "audio cannot be decoded",
         422: "missing field, unknown task, empty text, too many words, unknown words; audio too short, too "
              "long, silent, non-finite or below 8 kHz",
         429: "rate limit reached (Retry-After)", 500: "the model failed on this request",
