@@ -107,7 +107,7 @@ def _check_path(path: str | Path) -> None:
     if file.is_dir():
         raise AudioError(f"{path} is a folder, not an audio file; give the recording's file", "not_a_file")
     if not file.exists():
-        raise AudioError(f"audio file {path} does not exist; check the path", "not_a_file")
+        raise AudioError(f"audio file {path} does not exist", "not_a_file")
     if file.stat().st_size == 0:
         raise AudioError(f"audio file {path} is empty (0 bytes); record the utterance again", "empty")
 
