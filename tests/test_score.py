@@ -9,8 +9,9 @@ import pytest
 
 from apa.cli import main
 from apa.errors import ApaError
-from apa.data.lexicon import UnknownWords, normalise_words, read_lexicon
-from apa.inference.score import ScoreResult, build_result, score_recordings, text_to_utterance
+from apa.data.lexicon import UnknownWords, read_lexicon
+from apa.data.textnorm import normalise_words
+from apa.inference.score import ScoreResult, build_result, score_recordings, text_to_reference, text_to_utterance
 from apa.tasks import TASKS
 
 
@@ -30,7 +31,7 @@ def test_normalise_words():
     assert normalise_words("We call it, bear!") == ["WE", "CALL", "IT", "BEAR"]
     assert normalise_words("Don\u2019t say 'naïve' -- well-known \"quotes\"; rock'n'roll.") == \
         ["DON'T", "SAY", "NAIVE", "WELL", "KNOWN", "QUOTES", "ROCK'N'ROLL"]
-    assert normalise_words("I have 2 cats") == ["I", "HAVE", "2", "CATS"]
+    assert normalise_words("I have 2 cats") == ["I", "HAVE", "TWO", "CATS"]
     assert normalise_words(" ... ") == []
 
 
@@ -43,13 +44,13 @@ def test_text_to_utterance_uses_first_cmudict_pronunciation():
     assert text_to_utterance("don't").words[0].phones == ["D", "OW1", "N", "T"]
 
 
-def test_unknown_words_are_all_named():
+def test_unknown_words_are_all_named_when_guessing_is_off():
     with pytest.raises(UnknownWords) as info:
-        text_to_utterance("the xyzzy saw 42 qwzx xyzzy")
+        text_to_reference("the xyzzy saw 42 qwzx xyzzy", guess=False)
     message = str(info.value)
-    assert info.value.words == ["XYZZY", "42", "QWZX"]
-    assert message.startswith("not in the CMU Pronouncing Dictionary: XYZZY, 42, QWZX;")
-    assert "spell numbers as words or check the spelling" in message
+    assert info.value.words == ["XYZZY", "QWZX"]  # 42 is read as FORTY TWO
+    assert message.startswith("not in the CMU Pronouncing Dictionary: XYZZY, QWZX;")
+    assert "check the spelling or give a --lexicon file" in message
 
 
 @pytest.mark.parametrize("text", ["", "   ", "?!"])
@@ -96,7 +97,7 @@ def test_build_result_schema_and_practice_order():
     check_schema(result)
     assert result["sentence"]["accuracy"] == {"score": 8, "expected": 7.912}
     assert result["words"][1] == {
-        "word": "CALL", "phones": ["K", "AO1", "L"],
+        "word": "CALL", "phones": ["K", "AO1", "L"], "guessed": False,
         "scores": {"accuracy": {"score": 7, "expected": 7.4}, "stress": {"score": 10, "expected": 9.8},
                    "total": {"score": 7, "expected": 7.5}},
         "phone_scores": [{"phone": "K", "score": 8, "expected": 8.1}, {"phone": "AO1", "score": 6, "expected": 6.4},
@@ -154,8 +155,8 @@ def test_score_recordings_constrained_batched_equals_one_by_one(tiny_model, make
 def test_score_recordings_checks_inputs_before_the_model(tiny_model, make_sine):
     model, processor = tiny_model
     good = make_sine(0.5)
-    with pytest.raises(ApaError, match="item 1: not in the CMU Pronouncing Dictionary: XYZZY"):
-        score_recordings(model, processor, [(good, "the book"), (good, "the xyzzy")])
+    with pytest.raises(ApaError, match="item 1: the reference text '[?]!' holds no words"):
+        score_recordings(model, processor, [(good, "the book"), (good, "?!")])
     with pytest.raises(ApaError, match="silent"):
         score_recordings(model, processor, [(np.zeros(8000, dtype=np.float32), "the book")])
     with pytest.raises(ApaError, match="empty"):
@@ -208,7 +209,7 @@ def _bad_inputs(tmp_path, make_sine, write_wav):
         "no samples": (write_wav(tmp_path / "zero.wav", np.zeros(0, dtype=np.float32)), "the book", "empty"),
         "silent": (write_wav(tmp_path / "silent.wav", np.zeros(16000, dtype=np.float32)), "the book", "silent"),
         "unknown word": (write_wav(tmp_path / "ok.wav", make_sine(0.5)), "the blorptastic book",
-                         "not in the CMU Pronouncing Dictionary: BLORPTASTIC;"),
+                         "not in the CMU Pronouncing Dictionary: BLORPTASTIC;"),  # with --no-guess
     }
 
 
@@ -216,7 +217,7 @@ def _bad_inputs(tmp_path, make_sine, write_wav):
 def test_score_cli_bad_input_one_line_exit_2(case, tmp_path, make_sine, write_wav, capsys):
     audio, text, expected = _bad_inputs(tmp_path, make_sine, write_wav)[case]
     # The model is never loaded for a bad input: a model path that does not exist proves it.
-    code = main(["score", "--model", str(tmp_path / "no-model"), "--audio", str(audio), "--text", text])
+    code = main(["score", "--model", str(tmp_path / "no-model"), "--audio", str(audio), "--text", text, "--no-guess"])
     captured = capsys.readouterr()
     assert code == 2
     assert captured.out == ""
@@ -232,3 +233,73 @@ def test_score_cli_clip_longer_than_the_models_window(tiny_model_dir, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert "31.0 s long" in err[0] and "at most 30 s" in err[0]
+
+
+# --------------------------------------------------------------------------------------
+# `apa score`: no traceback for any input, strictly valid JSON (issue 10, cases 3 and 9)
+# --------------------------------------------------------------------------------------
+
+def _env() -> dict:
+    import os
+    from pathlib import Path
+
+    return dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"), CUDA_VISIBLE_DEVICES="")
+
+
+def _run_cli(*args: str, stdin: str | None = None):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "apa.cli", "score", *args], capture_output=True, text=True,
+                          input=stdin, env=_env(), timeout=120)
+
+
+def test_score_cli_text_from_a_file_and_stdin_and_a_closed_pipe(tiny_model_dir, tmp_path, make_sine, write_wav):
+    import subprocess
+    import sys
+
+    audio = write_wav(tmp_path / "a.wav", make_sine(1.0))
+    (tmp_path / "text.txt").write_text("I have 3 cats.\n", encoding="utf-8")
+    common = ["--model", str(tiny_model_dir), "--audio", str(audio), "--device", "cpu", "--dtype", "fp32"]
+    from_file = _run_cli(*common, "--text-file", str(tmp_path / "text.txt"), "--compact")
+    from_stdin = _run_cli(*common, "--text", "-", "--compact", stdin="I have 3 cats.")
+    assert from_file.returncode == 0 and from_stdin.returncode == 0, from_file.stderr
+    assert json.loads(from_file.stdout)["text"] == json.loads(from_stdin.stdout)["text"] == "I HAVE THREE CATS"
+    # `apa score ... | true`: the reader is gone before the JSON is printed; no BrokenPipeError traceback
+    command = [sys.executable, "-m", "apa.cli", "score", *common, "--text", "the book"]
+    pipe = subprocess.run(" ".join(f"'{c}'" for c in command) + " | true", shell=True, capture_output=True,
+                          text=True, env=_env(), timeout=120)
+    assert "Traceback" not in pipe.stderr and "BrokenPipeError" not in pipe.stderr, pipe.stderr
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--device", "cuda"], "--device cuda: this machine has no CUDA GPU"),
+    (["--text-file", "/nonexistent/text.txt"], "text file /nonexistent/text.txt does not exist"),
+])
+def test_score_cli_device_and_text_file_errors_are_one_line(tmp_path, make_sine, write_wav, extra, message):
+    audio = write_wav(tmp_path / "a.wav", make_sine(1.0))
+    args = ["--model", str(tmp_path / "no-model"), "--audio", str(audio), *extra]
+    if "--text-file" not in extra:
+        args += ["--text", "the book"]
+    result = _run_cli(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().startswith("error: ") and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_score_cli_folder_audio_is_named_a_folder(tmp_path, capsys):
+    code = main(["score", "--model", str(tmp_path / "no-model"), "--audio", str(tmp_path), "--text", "the book"])
+    assert code == 2 and "is a folder, not an audio file" in capsys.readouterr().err
+
+
+def test_non_finite_scores_become_null_so_the_json_is_strict():
+    """A broken model's NaN scores would have printed NaN, which is not JSON."""
+    utt = text_to_utterance("the book")
+    nan = float("nan")
+    record = {"scores": {"sentence": {"accuracy": nan}, "words": [{"accuracy": 9}, {"accuracy": float("inf")}],
+                         "phones": [[nan, 5], [5, 5, 5]]},
+              "expected": {"sentence": {"accuracy": nan}, "words": [{"accuracy": nan}, {"accuracy": 7.0}],
+                           "phones": [[nan, 5.0], [5.0, 5.0, 5.0]]}, "problems": []}
+    result = build_result(utt, TASKS["multi"], record, "constrained")
+    text = json.dumps(result, allow_nan=False)  # raises on NaN
+    assert json.loads(text)["sentence"]["accuracy"] == {"score": None, "expected": None}

@@ -3,10 +3,7 @@ hit by concurrent clients; batching, isolation of failures, limits, error messag
 
 from __future__ import annotations
 
-import io
 import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -17,45 +14,10 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 from apa.inference.score import score_prepared, score_recordings  # noqa: E402
+from serve_helpers import LiveServer, wav_bytes  # noqa: E402
 
 FAILING_TEXT = "I SEE A ZEBRA"  # the test scorer raises on it, as a model error would
 MAX_UPLOAD_MB = 0.25
-
-
-def wav_bytes(samples, rate: int = 16000, fmt: str = "WAV") -> bytes:
-    import soundfile as sf
-
-    buffer = io.BytesIO()
-    sf.write(buffer, np.asarray(samples, dtype=np.float32), rate, format=fmt)
-    return buffer.getvalue()
-
-
-class LiveServer:
-    """uvicorn serving ``app`` on a free 127.0.0.1 port in a background thread."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=20)
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +26,10 @@ def live(tiny_model):
 
     model, processor = tiny_model
 
-    def scorer(recordings, task):
+    def scorer(recordings, task, between_calls=None):
         if any(r.utt.text == FAILING_TEXT for r in recordings):
             raise RuntimeError("simulated model failure")
-        return score_prepared(model, processor, recordings, task, "constrained")
+        return score_prepared(model, processor, recordings, task, "constrained", between_calls=between_calls)
 
     app = create_app(model, processor, model_name="tiny", max_batch=8, max_wait_ms=100,
                      max_upload_mb=MAX_UPLOAD_MB, score_fn=scorer)
@@ -122,14 +84,15 @@ def test_bad_requests_get_4xx_with_messages(live, make_sine):
     bad = [
         ({"text": "the book"}, None, 422, "missing form field 'audio'"),
         ({}, ("a.wav", ok), 422, "missing form field 'text'"),
-        ({"text": "the blorptastic book and xyzzy"}, ("a.wav", ok), 422,
-         "not in the CMU Pronouncing Dictionary: BLORPTASTIC, XYZZY;"),
+        ({"text": "the 你好 book and ЖЖЖ"}, ("a.wav", ok), 422,
+         "no pronunciation is known for: 你好, ЖЖЖ; check the spelling or use other words"),
         ({"text": "the book", "task": "poetry"}, ("a.wav", ok), 422, "unknown task 'poetry'"),
-        ({"text": "   "}, ("a.wav", ok), 422, "empty"),
+        ({"text": "   "}, ("a.wav", ok), 422, "the text is empty"),
         ({"text": "the book"}, ("a.wav", b""), 422, "empty (0 bytes)"),
-        ({"text": "the book"}, ("a.wav", b"definitely not audio" * 50), 415, "cannot decode a.wav"),
+        ({"text": "the book"}, ("a.wav", b"definitely not audio" * 50), 415,
+         "cannot decode a.wav: invalid data found when processing input; give WAV, FLAC"),
         ({"text": "the book"}, ("s.wav", wav_bytes(np.zeros(16000))), 422, "silent"),
-        ({"text": "the book"}, ("long.flac", wav_bytes(make_sine(31.0), fmt="FLAC")), 422, "31.0 s long"),
+        ({"text": "the book"}, ("long.flac", wav_bytes(make_sine(31.0), fmt="FLAC")), 422, "is 31.0 s long; the model hears at most 30 s"),
         ({"text": "the book"}, ("big.wav", big), 413, "big.wav is larger than 0.25 MiB"),
         ({"text": "the book"}, ("huge.wav", big + big), 413, "request body is larger than"),  # Content-Length
     ]

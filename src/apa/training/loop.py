@@ -81,6 +81,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
 
     from apa.backbones.loading import load_model_and_processor
     from apa.backbones.lora import add_lora
+    from apa.data.lexicon import corpus_lexicon, write_lexicon
     from apa.tasks import get_task
     from apa.training.data import epoch_batches, epoch_examples, load_sources, steps_per_epoch
     from apa.training.objectives import make_objective
@@ -207,6 +208,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         model.save_pretrained(weights)
         if config.full_finetune:  # a complete model folder: `apa predict --model OUT/model`
             processor.save_pretrained(weights)
+        # the pronunciations the model was trained with travel with it (apa score / serve read them)
+        write_lexicon(corpus_lexicon(u for s in sources for u in s.utterances), weights)
         (weights / "apa_run.json").write_text(json.dumps(
             {"task": config.task, "method": config.method, "base_model": config.model, "steps": state.step,
              "full_finetune": config.full_finetune}, indent=2))
