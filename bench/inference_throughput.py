@@ -8,8 +8,8 @@ has about ``--target-tokens`` tokens; equal lengths, so no padding.
   produce exactly as many tokens as the template holds (min_new_tokens = max_new_tokens,
   so that random weights cost what a trained model's answer costs): one sequential model
   call per token. ``--static-cache`` adds rows with transformers' static KV cache.
-- ``ours``: apa's constrained decoding (apa.inference.constrained.constrained_decode, the
-  decoder ``decode_batch(..., decoding="constrained")`` dispatches to): the fixed text is
+- ``ours``: apa's constrained decoding (apa.inference.constrained_sequential.decode, the
+  decoder ``decode_batch(..., decoding="constrained-sequential")`` dispatches to): the fixed text is
   fed in chunks through the KV cache and the model only chooses at the score slots, two
   sequential calls per slot plus one prefill, whatever the template's length.
 
@@ -77,7 +77,7 @@ class Bench:
     def __init__(self, args):
         import torch
 
-        from apa.inference.constrained import TemplateTokens
+        from apa.inference.slots import TemplateTokens
         from apa.targets import format_scores
         from apa.tasks import get_task
 
@@ -142,7 +142,7 @@ class Bench:
         from apa.inference.decoding import DECODERS
 
         rows = batch["input_ids"].shape[0]
-        results = DECODERS["constrained"](self.model, self.processor, batch, [self.utt] * rows, self.task, None)
+        results = DECODERS["constrained-sequential"](self.model, self.processor, batch, [self.utt] * rows, self.task, None)
         if len(results) != rows:
             raise RuntimeError("constrained decoding returned the wrong number of rows")
 

@@ -1,77 +1,35 @@
-"""Constrained decoding against brute force (stock forward, no cache) and against free greedy."""
+"""Constrained decoding (parallel and sequential) against brute force (stock forward, no cache)
+and against free greedy."""
 
 import math
 
 import pytest
 import torch
 
-from apa.collate import build_generation_batch, build_training_batch, load_audios
+from apa.collate import build_training_batch, load_audios
 from apa.forward import response_logps
-from apa.inference.constrained import TemplateTokens
 from apa.inference.decoding import decode_batch
-from apa.targets import parse_scores, reference_scores, response_template
+from apa.targets import ScoreSet, parse_scores, reference_scores
 from apa.tasks import TASKS
+from decoding_checks import brute_force, slot_values
+
+MODES = ("constrained", "constrained-sequential")
 
 
-def _prompt_ids(processor, utt, task):
-    batch = build_generation_batch(processor, [utt], task)
-    return batch, batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
-
-
-def _next_token_probs(model, batch, ids):
-    """Stock Qwen2AudioForConditionalGeneration forward on one full sequence, no cache."""
-    inputs = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
-              "input_features": batch["input_features"], "feature_attention_mask": batch["feature_attention_mask"]}
-    with torch.no_grad():
-        return torch.softmax(model(**inputs).logits[0, -1].double(), dim=-1)
-
-
-def _brute_force(model, processor, utt, task):
-    """Greedy values and expected values computed slot by slot from full forwards."""
-    tokens = TemplateTokens(processor.tokenizer, processor.end_of_turn_id)
-    plan = tokens.plan(utt, task)
-    batch, ids = _prompt_ids(processor, utt, task)
-    one, zero = tokens.digit_ids[1], tokens.digit_ids[0]
-    values, expected = [], []
-    for k, slot in enumerate(plan.slots):
-        ids = ids + plan.stretches[k]
-        p = _next_token_probs(model, batch, ids)
-        q = _next_token_probs(model, batch, ids + [one])
-        digits = [float(p[t]) for t in tokens.digit_ids]
-        q0, qc = float(q[zero]), float(q[plan.stretches[k + 1][0]])
-        if slot.aspect == "stress":
-            probs = {5: digits[5], 10: digits[1]}
-            first = 5 if digits[5] > digits[1] else 1
-            value = 10 if first == 1 else 5
-        else:
-            probs = {d: digits[d] for d in range(10) if d != 1}
-            probs[1] = digits[1] * qc / (q0 + qc)
-            probs[10] = digits[1] * q0 / (q0 + qc)
-            first = max(range(10), key=lambda d: digits[d])
-            value = (10 if q0 > qc else 1) if first == 1 else first
-        total = sum(probs.values())
-        expected.append(sum(v * pv for v, pv in probs.items()) / total)
-        values.append(value)
-        ids = ids + tokens.value_ids(value)
-    return values, expected
-
-
-def _slot_values(scores, utt, task):
-    return [slot.value(scores) for slot in response_template(utt, task) if not isinstance(slot, str)]
-
-
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("task", ["multi", "word_accuracy", "sentence_fluency"])
-def test_scores_and_expected_values_equal_brute_force(tiny_model, utterances, task):
+def test_scores_and_expected_values_equal_brute_force(tiny_model, utterances, task, mode):
+    """Expected values to 1e-5: the decoders compute the same probabilities from float32
+    logits of another layout (cache, chunks, tree masks) than the stock forward; a softmax of
+    logits that differ by ~1e-6 moves a 0-10 mean by less than 1e-5."""
     model, processor = tiny_model
     utt = utterances[1]
-    result = decode_batch(model, processor, [utt], TASKS[task], decoding="constrained")[0]
-    values, expected = _brute_force(model, processor, utt, TASKS[task])
+    result = decode_batch(model, processor, [utt], TASKS[task], decoding=mode)[0]
+    values, expected = brute_force(model, processor, utt, TASKS[task])
     parsed = parse_scores(result["output"], utt, TASKS[task])
     assert parsed.problems == []
-    assert _slot_values(parsed.scores, utt, TASKS[task]) == values
-    from apa.targets import ScoreSet
-
-    ours = _slot_values(ScoreSet.from_dict(result["expected"]), utt, TASKS[task])
+    assert slot_values(parsed.scores, utt, TASKS[task]) == values
+    ours = slot_values(ScoreSet.from_dict(result["expected"]), utt, TASKS[task])
     assert ours == pytest.approx(expected, abs=1e-5)
 
 
@@ -81,21 +39,20 @@ def test_every_output_parses_with_reference_words_and_expected_in_range(tiny_mod
         for result, utt in zip(decode_batch(model, processor, utterances, task, decoding="constrained"), utterances):
             parsed = parse_scores(result["output"], utt, task)
             assert parsed.problems == [], parsed.problems
-            from apa.targets import ScoreSet
-
-            for value in _slot_values(ScoreSet.from_dict(result["expected"]), utt, task):
+            for value in slot_values(ScoreSet.from_dict(result["expected"]), utt, task):
                 assert 0.0 <= value <= 10.0
 
 
-def test_batch_equals_one_by_one(tiny_model, utterances):
+@pytest.mark.parametrize("mode", MODES)
+def test_batch_equals_one_by_one(tiny_model, utterances, mode):
     model, processor = tiny_model
     task = TASKS["multi"]
-    batched = decode_batch(model, processor, utterances, task, decoding="constrained")
+    batched = decode_batch(model, processor, utterances, task, decoding=mode)
     for utt, together in zip(utterances, batched):
-        alone = decode_batch(model, processor, [utt], task, decoding="constrained")[0]
+        alone = decode_batch(model, processor, [utt], task, decoding=mode)[0]
         assert alone["output"] == together["output"]
-        a = _slot_values(__import__("apa.targets").targets.ScoreSet.from_dict(alone["expected"]), utt, task)
-        b = _slot_values(__import__("apa.targets").targets.ScoreSet.from_dict(together["expected"]), utt, task)
+        a = slot_values(ScoreSet.from_dict(alone["expected"]), utt, task)
+        b = slot_values(ScoreSet.from_dict(together["expected"]), utt, task)
         assert a == pytest.approx(b, abs=1e-5)
 
 
@@ -129,6 +86,8 @@ def test_constrained_agrees_with_free_greedy_when_greedy_follows_the_template(ov
     task = TASKS["multi"]
     free = decode_batch(model, processor, chosen, task, decoding="free")
     constrained = decode_batch(model, processor, chosen, task, decoding="constrained")
+    sequential = decode_batch(model, processor, chosen, task, decoding="constrained-sequential")
+    assert [c["output"] for c in constrained] == [s["output"] for s in sequential]
     followed = 0
     for utt, f, c in zip(chosen, free, constrained):
         if parse_scores(f["output"], utt, task).problems:
@@ -137,6 +96,31 @@ def test_constrained_agrees_with_free_greedy_when_greedy_follows_the_template(ov
         assert f["output"] == c["output"]
     assert followed >= 1, "the overfit model should follow the template on its training utterances"
     # and it reproduces its targets
-    reference = [_slot_values(reference_scores(u), u, task) for u in chosen]
-    got = [_slot_values(parse_scores(c["output"], u, task).scores, u, task) for u, c in zip(chosen, constrained)]
+    reference = [slot_values(reference_scores(u), u, task) for u in chosen]
+    got = [slot_values(parse_scores(c["output"], u, task).scores, u, task) for u, c in zip(chosen, constrained)]
     assert [[math.floor(v + 0.5) for v in r] for r in reference] == got
+
+
+@pytest.mark.parametrize("task", ["multi", "word_sentence", "word_accuracy", "sentence_total"])
+def test_parallel_equals_sequential_on_a_random_model_in_fewer_calls(tiny_model, utterances, task):
+    """A random model's choices depend on everything before them, so its fixed-point
+    iteration converges slowest: still the sequential values exactly, the expected scores to
+    1e-5 (float32 logits of two layouts, as above), in at most slots + 1 passes after the
+    prefill, against the sequential decoder's 2 x slots + 1 calls."""
+    from apa.inference.decoding import DecodeStats
+    from apa.inference.slots import TemplateTokens
+
+    model, processor = tiny_model
+    parallel, sequential = DecodeStats(), DecodeStats()
+    a = decode_batch(model, processor, utterances, TASKS[task], decoding="constrained", stats=parallel)
+    b = decode_batch(model, processor, utterances, TASKS[task], decoding="constrained-sequential", stats=sequential)
+    for utt, x, y in zip(utterances, a, b):
+        assert x["output"] == y["output"]
+        assert slot_values(ScoreSet.from_dict(x["expected"]), utt, TASKS[task]) == pytest.approx(
+            slot_values(ScoreSet.from_dict(y["expected"]), utt, TASKS[task]), abs=1e-5)
+    tokens = TemplateTokens(processor.tokenizer, processor.end_of_turn_id)
+    plans = [tokens.plan(u, TASKS[task]) for u in utterances]
+    slots = max(len(p.slots) for p in plans)
+    probes = sum(any(k < len(p.tries) and p.tries[k].side_paths for p in plans) for k in range(slots))
+    assert sequential.model_calls == 1 + slots + probes  # a slot where no row has a "1" to probe needs one call
+    assert parallel.model_calls <= slots + 2

@@ -169,8 +169,9 @@ def test_draining_refuses_new_work_with_retry_after(tiny_processor, clip):
 
 
 def test_sigterm_stops_a_long_batch_within_the_drain_deadline(tiny_model_dir, clip, tmp_path):
-    """The real CLI and the tiny model: a 54-word request takes about 40 s on 2 cores; SIGTERM
-    with --drain 1 ends the process within seconds, its batch stopped between model calls."""
+    """The real CLI and the tiny model: a 180-word request decoded slot by slot takes well over
+    ten seconds (about 1,800 model calls); SIGTERM with --drain 1 ends the process within
+    seconds, its batch stopped between model calls."""
     import os
     import signal
     import subprocess
@@ -183,7 +184,8 @@ def test_sigterm_stops_a_long_batch_within_the_drain_deadline(tiny_model_dir, cl
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
     log = (tmp_path / "serve.log").open("w+")
     proc = subprocess.Popen([sys.executable, "-m", "apa.cli", "serve", "--model", str(tiny_model_dir), "--port",
-                             str(port), "--device", "cpu", "--dtype", "fp32", "--drain", "1"],
+                             str(port), "--device", "cpu", "--dtype", "fp32", "--drain", "1",
+                             "--decoding", "constrained-sequential", "--max-words", "200"],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -195,8 +197,8 @@ def test_sigterm_stops_a_long_batch_within_the_drain_deadline(tiny_model_dir, cl
             except httpx.HTTPError:
                 time.sleep(0.2)
         with ThreadPoolExecutor(1) as pool:
-            answer = pool.submit(lambda: post(url, LONG, clip))
-            time.sleep(3)  # the batch is running
+            answer = pool.submit(lambda: post(url, " ".join((LONG.split() * 4)[:180]), clip))
+            time.sleep(2)  # the batch is running
             proc.send_signal(signal.SIGTERM)
             sent = time.monotonic()
             proc.wait(timeout=30)

@@ -25,11 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="utterances per generate call (default 8)")
     parser.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
                         help="token budget per response (default: 1.5 x the longest valid response + 16)")
-    parser.add_argument("--decoding", default="auto", choices=["auto", "constrained", "free"],
+    parser.add_argument("--decoding", default="auto",
+                        choices=["auto", "constrained", "constrained-sequential", "free"],
                         help="constrained: only score values are chosen, every output parses, expected "
-                             "scores are written beside the most likely ones; free: plain greedy text "
-                             "(the paper's decoding). auto (default): constrained with --adapter, free "
-                             "without (the zero-shot evaluation of a base model)")
+                             "scores are written beside the most likely ones, in a handful of parallel passes; "
+                             "constrained-sequential: the same values slot by slot (two model calls per score); "
+                             "free: plain greedy text (the paper's decoding). auto (default): constrained with "
+                             "--adapter, free without (the zero-shot evaluation of a base model)")
     parser.add_argument("--dtype", default="auto", help="auto (bf16 on a GPU that has it, else float32), "
                                                          "bf16, fp16 or fp32")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
@@ -71,4 +73,6 @@ def run(args: argparse.Namespace) -> int:
     by = f" by {processes.world_size} processes" if processes.several else ""
     print(f"{summary.new} predicted{by}, {summary.skipped} already in {args.out}")
     print(f"parse rate: {summary.parse_rate:.1%} ({summary.parsed}/{summary.total} outputs parse without problems)")
+    if summary.calls_text():
+        print(summary.calls_text())
     return 0

@@ -63,9 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     text.add_argument("--text-file", metavar="FILE", help="read the sentence from this UTF-8 file")
     parser.add_argument("--task", default=DEFAULT_TASK, choices=list(TASKS),
                         help=f"which scores (default {DEFAULT_TASK}: sentence, word and phone)")
-    parser.add_argument("--decoding", default=DEFAULT_DECODING, choices=["constrained", "free"],
-                        help="constrained (default): every score valid, with expected scores; "
-                             "free: plain greedy text")
+    parser.add_argument("--decoding", default=DEFAULT_DECODING, choices=["constrained", "constrained-sequential", "free"],
+                        help="constrained (default): every score valid, with expected scores, in a handful of "
+                             "parallel passes; constrained-sequential: the same, slot by slot; free: plain greedy text")
     add_model_options(parser)
     parser.add_argument("--compact", action="store_true", help="one-line JSON instead of indented")
 

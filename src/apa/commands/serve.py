@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--task", default=DEFAULT_TASK, choices=list(TASKS),
                         help=f"task of requests that name none (default {DEFAULT_TASK})")
-    parser.add_argument("--decoding", default=DEFAULT_DECODING, choices=["constrained", "free"],
-                        help="decoding mode of every request (default constrained)")
+    parser.add_argument("--decoding", default=DEFAULT_DECODING, choices=["constrained", "constrained-sequential", "free"],
+                        help="decoding mode of every request (default constrained: parallel passes)")
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-batch", type=int, default=16, help="most requests per model batch (default 16)")
     limits.add_argument("--max-wait-ms", type=float, default=20.0,

@@ -8,12 +8,20 @@ apa.targets.parse_scores, the one parser.
 - ``free``: plain greedy decoding (apa.inference.free), the paper's decoding and the
   zero-shot row;
 - ``constrained``: the reference fixes everything but the score values, the model chooses
-  only valid values, with their distribution (apa.inference.constrained).
+  only valid values, with their distribution; found in a handful of parallel passes
+  (apa.inference.constrained_parallel);
+- ``constrained-sequential``: the same values, slot by slot, two model calls per slot
+  (apa.inference.constrained_sequential).
+
+Every sequential model call of a batch goes through the backbone's text model once, so a
+forward pre-hook there counts the calls (``DecodeStats``) and lets a caller act between them
+(``between_calls``: wait for a more urgent batch, or raise to abandon this one).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -33,12 +41,19 @@ def _free(*args, **kwargs) -> list[dict]:
 
 
 def _constrained(*args, **kwargs) -> list[dict]:
-    from apa.inference.constrained import constrained_decode
+    from apa.inference.constrained_parallel import decode
 
-    return constrained_decode(*args, **kwargs)
+    return decode(*args, **kwargs)
 
 
-DECODERS: dict[str, Decoder] = {"free": _free, "constrained": _constrained}
+def _constrained_sequential(*args, **kwargs) -> list[dict]:
+    from apa.inference.constrained_sequential import decode
+
+    return decode(*args, **kwargs)
+
+
+DECODERS: dict[str, Decoder] = {"free": _free, "constrained": _constrained,
+                                "constrained-sequential": _constrained_sequential}
 
 
 def resolve_decoding(decoding: str) -> str:
@@ -53,44 +68,56 @@ def model_device_dtype(model):
     return parameter.device, parameter.dtype
 
 
-def _text_model(model):
-    """The module every sequential model call goes through: the language model (the
-    constrained decoder calls it directly; ``generate`` calls it from the full model)."""
-    found = [m for name, m in model.named_modules() if name.split(".")[-1] == "language_model"]
-    return found[0] if found else model
+@dataclass
+class DecodeStats:
+    """What decoding a batch cost: sequential model calls (a prefill and the passes, or one
+    call per slot or per token)."""
+
+    batches: int = 0
+    model_calls: int = 0
+    calls_per_batch: list[int] = field(default_factory=list)
 
 
 @contextmanager
-def calling_between(model, between_calls: Callable[[], None] | None) -> Iterator[None]:
-    """Run ``between_calls()`` before every call of ``model``'s language model while inside.
+def calling_between(model, processor, between_calls: Callable[[], None] | None) -> Iterator[list[int]]:
+    """Count the sequential model calls made inside (yields a one-item list that holds the
+    count) and run ``between_calls()`` before each. A forward pre-hook on the backbone's text
+    model reaches every decoder (constrained and free) without changing them; an exception
+    raised there stops a batch within one call."""
+    calls = [0]
 
-    A forward pre-hook rather than an argument of each decoder: it reaches every decoder
-    (constrained and free) without changing them, and it fires between model calls, so an
-    exception raised there stops a batch within one call. A decoder that learns to report
-    its own steps can call the same callback instead."""
-    if between_calls is None:
-        yield
-        return
-    handle = _text_model(model).register_forward_pre_hook(lambda module, args: between_calls())
+    def before_call(module, args):
+        if between_calls is not None:
+            between_calls()
+        calls[0] += 1
+
+    handle = processor.text_model(model).register_forward_pre_hook(before_call)
     try:
-        yield
+        yield calls
     finally:
         handle.remove()
 
 
 def decode_batch(model, processor, utts: Sequence[Utterance], task: Task,
                  audios: Sequence[np.ndarray] | None = None, max_new_tokens: int | None = None,
-                 decoding: str = "free", between_calls: Callable[[], None] | None = None) -> list[dict]:
+                 decoding: str = "free", between_calls: Callable[[], None] | None = None,
+                 stats: DecodeStats | None = None) -> list[dict]:
     """Decoder results for one batch of utterances (all decoded together, left-padded).
 
     ``between_calls``, when given, runs before each sequential model call (see
-    calling_between): it may count calls, wait, or raise to abandon the batch."""
+    calling_between): it may wait, or raise to abandon the batch. ``stats`` adds up the
+    batch's model calls."""
     decoder = DECODERS[resolve_decoding(decoding)]
     batch = build_generation_batch(processor, utts, task, audios=audios)
     device, dtype = model_device_dtype(model)
     batch = move_to(batch, device, dtype)
-    with calling_between(model, between_calls):
-        return decoder(model, processor, batch, utts, task, max_new_tokens)
+    with calling_between(model, processor, between_calls) as calls:
+        results = decoder(model, processor, batch, utts, task, max_new_tokens)
+    if stats is not None:
+        stats.batches += 1
+        stats.model_calls += calls[0]
+        stats.calls_per_batch.append(calls[0])
+    return results
 
 
 def generate_texts(model, processor, utts: Sequence[Utterance], task: Task,

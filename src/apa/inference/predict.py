@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +21,7 @@ from apa.data.audio import audio_info, load_audio
 from apa.data.manifest import Utterance
 from apa.distributed import Processes
 from apa.errors import ApaError
-from apa.inference.decoding import decode_batch, resolve_decoding
+from apa.inference.decoding import DecodeStats, decode_batch, resolve_decoding
 from apa.predictions import append_records, prediction_record, read_records, rewrite_in_order
 from apa.tasks import Task
 
@@ -45,10 +45,19 @@ class PredictSummary:
     new: int        # predicted in this run
     skipped: int    # already in the output file
     parsed: int     # outputs (of the asked-for utterances) that parse without problems
+    calls_per_batch: list[int] = field(default_factory=list)  # sequential model calls of each batch decoded
 
     @property
     def parse_rate(self) -> float:
         return self.parsed / self.total if self.total else float("nan")
+
+    def calls_text(self) -> str:
+        """'model calls per batch: median M, most N (B batches)', or '' when nothing was decoded."""
+        calls = sorted(self.calls_per_batch)
+        if not calls:
+            return ""
+        return (f"sequential model calls per batch: median {calls[len(calls) // 2]}, most {calls[-1]} "
+                f"({len(calls)} batches)")
 
 
 def count_parsed(records: Sequence[dict], utts: Sequence[Utterance]) -> int:
@@ -57,10 +66,12 @@ def count_parsed(records: Sequence[dict], utts: Sequence[Utterance]) -> int:
 
 
 def append_predictions(model, processor, todo: Sequence[Utterance], task: Task, path: Path, batch_size: int,
-                       max_new_tokens: int | None, decoding: str, progress: bool, desc: str = "predict") -> None:
-    """Decode ``todo`` in length-sorted batches, appending each batch to ``path`` (fsynced)."""
+                       max_new_tokens: int | None, decoding: str, progress: bool, desc: str = "predict") -> DecodeStats:
+    """Decode ``todo`` in length-sorted batches, appending each batch to ``path`` (fsynced);
+    logs each batch's sequential model calls (on stderr) and returns them."""
     from tqdm.auto import tqdm
 
+    stats = DecodeStats()
     lengths = [estimated_length(processor, utt, task) for utt in todo]
     batches = length_sorted_batches(lengths, batch_size)
     with path.open("a", encoding="utf-8") as f, \
@@ -70,9 +81,12 @@ def append_predictions(model, processor, todo: Sequence[Utterance], task: Task, 
             batch_utts = [todo[i] for i in indices]
             audios = [load_audio(utt.audio_path) for utt in batch_utts]
             decoded = decode_batch(model, processor, batch_utts, task, audios=audios,
-                                   max_new_tokens=max_new_tokens, decoding=decoding)
+                                   max_new_tokens=max_new_tokens, decoding=decoding, stats=stats)
             append_records(f, path, (prediction_record(utt, task, result) for utt, result in zip(batch_utts, decoded)))
             bar.update(len(batch_utts))
+            bar.write(f"batch {stats.batches}: {len(batch_utts)} utterances, {stats.calls_per_batch[-1]} sequential "
+                      f"model calls ({decoding})", file=sys.stderr)
+    return stats
 
 
 def predict_manifest(model, processor, utts: Sequence[Utterance], task: Task, out_path: str | os.PathLike,
@@ -100,9 +114,9 @@ def predict_manifest(model, processor, utts: Sequence[Utterance], task: Task, ou
         merge_shards(out_path, utts)
     done = {r["id"] for r in read_records(out_path, repair=True)}
     todo = [utt for utt in utts if utt.id not in done]
-    append_predictions(model, processor, todo, task, out_path, batch_size, max_new_tokens, decoding, progress)
+    stats = append_predictions(model, processor, todo, task, out_path, batch_size, max_new_tokens, decoding, progress)
 
     records = read_records(out_path)
     rewrite_in_order(out_path, records, utts)
     return PredictSummary(total=len(utts), new=len(todo), skipped=len(utts) - len(todo),
-                          parsed=count_parsed(records, utts))
+                          parsed=count_parsed(records, utts), calls_per_batch=stats.calls_per_batch)

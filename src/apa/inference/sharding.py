@@ -88,19 +88,21 @@ def predict_sharded(model, processor, utts: Sequence[Utterance], task: Task, out
                 done |= {r["id"] for r in read_records(path)}
         mine = processes.take(utts)
         todo = [utt for utt in mine if utt.id not in done]
-        append_predictions(model, processor, todo, task, own, batch_size, max_new_tokens, decoding,
-                           progress=progress and processes.is_main,
-                           desc=f"predict (rank 0 of {processes.world_size})")
+        stats = append_predictions(model, processor, todo, task, own, batch_size, max_new_tokens, decoding,
+                                   progress=progress and processes.is_main,
+                                   desc=f"predict (rank 0 of {processes.world_size})")
 
-        new_counts = processes.gather(len(todo))  # waits for every shard
+        gathered = processes.gather((len(todo), stats.calls_per_batch))  # waits for every shard
         if processes.is_main:
             records = merge_shards(out_path, utts)
-            new = sum(new_counts)
+            new = sum(n for n, _ in gathered)
             summary = PredictSummary(total=len(utts), new=new, skipped=len(utts) - new,
-                                     parsed=count_parsed(records, utts))
+                                     parsed=count_parsed(records, utts),
+                                     calls_per_batch=[c for _, calls in gathered for c in calls])
         else:
             summary = PredictSummary(total=len(mine), new=len(todo), skipped=len(mine) - len(todo),
-                                     parsed=count_parsed(read_records(own), mine))
+                                     parsed=count_parsed(read_records(own), mine),
+                                     calls_per_batch=stats.calls_per_batch)
         processes.barrier()  # the merged file is complete when any process returns
     finally:
         if created:

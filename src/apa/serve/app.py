@@ -332,6 +332,11 @@ def create_app(model, processor, *, model_name: str | None = None, task: str = D
     async def page():
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    # Build the OpenAPI schema now, in the thread that creates the app: pydantic reads the result
+    # schema's attribute docstrings with ast, and CPython 3.11's AST constructor is not safe
+    # against another thread parsing at the same moment (a server thread answering the first
+    # request while the caller imports a module raised "AST constructor recursion depth mismatch").
+    app.openapi()
     return app
 
 

@@ -2,8 +2,8 @@
 deadlines, departed clients, a drain.
 
 The cost of a request is the number of scores its response holds (apa.inference.score.
-score_slots): constrained decoding makes 2 x slots + 1 sequential model calls, so a 60-word
-text costs about ten times a 6-word one. Without care, one long request holds every short
+score_slots): the tokens a decoding pass processes grow with it (and the sequential decoder's
+calls, 2 x slots + 1), so a 60-word text costs about ten times a 6-word one. Without care, one long request holds every short
 one behind it for its whole run. So:
 
 - **Two lanes.** Requests of at most ``short_cost`` slots go to the short lane, the others to
@@ -238,7 +238,11 @@ class Scheduler:
             for job, outcome in zip(jobs, outcomes):
                 if job.future.done():
                     continue
-                if isinstance(outcome, BaseException):
+                if job.abandoned.is_set():
+                    # Nobody awaits it: an exception set here would only be logged, with a
+                    # traceback, when the future is collected.
+                    job.future.cancel()
+                elif isinstance(outcome, BaseException):
                     job.future.set_exception(outcome)
                 else:
                     self.scored += 1
