@@ -52,6 +52,13 @@ def unwrap(model):
             return model
 
 
+def upcast(tensor):
+    """``tensor`` in float32, or float64 when it is float64 already."""
+    import torch
+
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
 class Processor:
     """One audio LLM family, bound to a checkpoint's tokenizer and audio front end."""
 
@@ -174,8 +181,9 @@ class Processor:
         return out.last_hidden_state
 
     def logits(self, model, hidden):
-        """Next-token logits (float32) of the hidden states a caller picked."""
-        return unwrap(model).lm_head(hidden).float()
+        """Next-token logits of the hidden states a caller picked, in float32 at least (a
+        bf16 softmax over a 150k-word vocabulary loses the small probabilities)."""
+        return upcast(unwrap(model).lm_head(hidden))
 
     def generate_inputs(self, batch: dict) -> dict:
         """The keyword arguments of ``model.generate`` for a generation batch."""
