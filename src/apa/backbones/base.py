@@ -73,6 +73,7 @@ class Processor:
     clip_keys: ClassVar[tuple[str, ...]] = ()  # batch entries with one item per clip
     lora_targets: ClassVar[tuple[str, ...]] = ()  # the language model's linear layers (last names)
     audio_lora_targets: ClassVar[tuple[str, ...]] = ()  # the audio encoder's, for train_audio
+    has_window: ClassVar[bool] = True        # the model hears a fixed window (build_tiny takes window_seconds)
 
     def __init__(self, tokenizer, feature_extractor):
         self.tokenizer = tokenizer
