@@ -78,6 +78,9 @@ class Processor:
     def __init__(self, tokenizer, feature_extractor):
         self.tokenizer = tokenizer
         self.feature_extractor = feature_extractor
+        # The parallel decoder's first guess per (level, aspect), from the trained model's
+        # apa_run.json (apa.backbones.loading.first_guesses); None: 10 everywhere.
+        self.first_guesses: dict[tuple[str, str], int] | None = None
 
     # --- the chat input ---------------------------------------------------------------------
     @classmethod
