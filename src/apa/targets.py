@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apa.data.manifest import Utterance
-from apa.tasks import SCORE_RANGE, STRESS_VALUES, Task
+from apa.data.manifest import SCORE_RANGE, STRESS_VALUES
+from apa.tasks import Task
 
 LINE_HEADERS = {"sentence": "Sentence Scores:", "word": "Word Scores:", "phone": "Phone Scores:"}
 PHONE_WORD_SEPARATOR = " - "

@@ -15,7 +15,8 @@ from typing import Iterator, Sequence
 from apa.data.manifest import Utterance
 from apa.backbones.base import unwrap
 from apa.targets import ScoreSet, format_scores
-from apa.tasks import SCORE_RANGE, Task
+from apa.data.manifest import SCORE_RANGE
+from apa.tasks import Task
 
 
 def widest_scores(utt: Utterance, task: Task) -> ScoreSet:
