@@ -21,7 +21,7 @@ markdown table: path, batch, utterances/s, seconds per batch, sequential model c
 token positions per batch, peak memory. A batch size that runs out of memory shows "OOM".
 
     python bench/inference_throughput.py --quick                            # CPU, tiny model
-    python bench/inference_throughput.py --shape 7b --naive-batch-sizes 1,32,96 \\
+    python bench/inference_throughput.py --shape real --naive-batch-sizes 1,32,96 \\
         --batch-sizes 32,96 --static-cache                                   # one H100
 """
 

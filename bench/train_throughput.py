@@ -16,7 +16,7 @@ memory, and the memory above the model (peak minus what was in use when the case
 Warm-up steps are not timed. A batch size that runs out of memory shows "OOM".
 
     python bench/train_throughput.py --shape tiny --steps 3                 # CPU check
-    python bench/train_throughput.py --shape 7b --steps 10 --batch-sizes 1,4,8,16 \\
+    python bench/train_throughput.py --shape real --steps 10 --batch-sizes 1,4,8,16 \\
         --naive-batch-sizes 1,4,8 --gradient-checkpointing both             # one H100
 """
 

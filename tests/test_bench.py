@@ -132,7 +132,7 @@ def test_a_killed_worker_is_reported_as_oom(measure, tmp_path):
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
 def test_seven_b_shape_runs_on_a_gpu():
     """The 7B shape with 2 of its 32 layers, both scripts (the full runs: docs/benchmarks.md)."""
-    seven_b = ["--shape", "7b", "--layers", "2", "--device", "cuda"]
+    seven_b = ["--shape", "real", "--layers", "2", "--device", "cuda"]
     out = run_script("train_throughput.py", *seven_b, "--steps", "1", "--warmup", "1", "--batch-sizes", "2")
     assert [r[0] for r in table_rows(out)] == ["naive", "ours"]
     out = run_script("inference_throughput.py", *seven_b, "--naive-batch-sizes", "2", "--batch-sizes", "2",

@@ -224,6 +224,13 @@ class Processor:
         raise NotImplementedError
 
     @classmethod
+    def real_shape_model(cls, processor: "Processor", layers: int | None, device, dtype, seed: int = 0):
+        """A model with the real checkpoint's dimensions (its first ``layers`` layers only, when
+        given) and random weights, built on ``device`` in ``dtype`` (for benchmarks: random
+        weights cost the arithmetic of trained ones); its vocabulary holds ``processor``'s ids."""
+        raise NotImplementedError
+
+    @classmethod
     def build_tiny(cls, out_dir: str | Path, seed: int = 0, size: str = "tiny",
                    window_seconds: int | None = None) -> Path:
         """Write a tiny random model of this family with its real config (sizes shrunk), chat
