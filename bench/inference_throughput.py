@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cases import run_cases  # noqa: E402
 import inputs  # noqa: E402
 import measure  # noqa: E402
 import models  # noqa: E402
@@ -88,10 +89,7 @@ class Bench:
         from apa.tasks import get_task
 
         self.args = args
-        self.device = models.pick_device(args.device, args.threads)
-        self.dtype = models.pick_dtype(args)
-        torch.manual_seed(args.seed)
-        self.model, self.processor = models.build_model(args, self.device, self.dtype)
+        self.device, self.dtype, self.model, self.processor = models.setup(args)
         self.task = get_task("multi")
         tokenizer = self.processor.tokenizer
         self.utt = inputs.bench_utterance(self.processor, self.task, args.target_tokens)
@@ -203,34 +201,15 @@ def table(results: list[dict]) -> str:
                                   "token positions per batch", "peak memory"], rows)
 
 
+def fields(case: str) -> dict:
+    parts = case.split(":")
+    return {"path": parts[0], "batch": int(parts[1]), "cache": parts[2] if len(parts) > 2 else None}
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    if args.worker:  # one case in this (fresh) process
-        bench = Bench(args)
-        print(bench.describe(), file=sys.stderr)
-        measure.emit(dict(bench.run(args.worker), setup=bench.describe()))
-        return 0
-
-    device = models.pick_device(args.device, args.threads)
-    isolated = models.use_subprocesses(args, device)
-    results = []
-    if isolated:
-        for case in cases(args):
-            print(f"running {case} ...", file=sys.stderr, flush=True)
-            result = measure.run_in_subprocess(__file__, measure.worker_argv(argv), case)
-            parts = case.split(":")
-            results.append(dict(result, path=parts[0], batch=int(parts[1]),
-                                cache=parts[2] if len(parts) > 2 else None))
-        setups = [r["setup"] for r in results if r.get("setup")]
-        header = (setups[0] if setups else models.describe_setup(args, device, models.pick_dtype(args))) + \
-            "\n(each case in a fresh subprocess)"
-    else:
-        bench = Bench(args)
-        header = bench.describe()
-        for case in cases(args):
-            print(f"running {case} ...", file=sys.stderr, flush=True)
-            results.append(bench.run(case))
+    results, header, device, isolated = run_cases(__file__, argv, args, Bench, cases(args), fields)
     print(f"\nInference throughput ({args.warmup} warm-up + {args.repeats} timed run(s) per case)")
     print(header)
     print(measure.memory_label(device, isolated) + "\n")

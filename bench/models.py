@@ -98,6 +98,17 @@ def use_subprocesses(args, device) -> bool:
     return args.isolate == "always" or (args.isolate == "auto" and device.type == "cpu")
 
 
+def setup(args):
+    """(device, dtype, model, processor) of a benchmark's arguments; torch seeded."""
+    import torch
+
+    device = pick_device(args.device, args.threads)
+    dtype = pick_dtype(args)
+    torch.manual_seed(args.seed)
+    model, processor = build_model(args, device, dtype)
+    return device, dtype, model, processor
+
+
 def build_model(args, device, dtype):
     """(model, processor) of ``args.backbone`` and ``args.shape`` on ``device`` in ``dtype``, eval mode."""
     from apa.backbones import backbone_class
