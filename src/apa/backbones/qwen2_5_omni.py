@@ -13,6 +13,9 @@ transformers' needs torchvision, which has no CPU build for this torch. apa neve
 so batches are built from the processor's two audio-side parts, its WhisperFeatureExtractor
 and its tokenizer, with the processor's placeholder expansion (tests compare the result with
 the real processor's).
+
+The thinker's forward ignores ``logits_to_keep`` (it computes every position's logits);
+apa's economical path never calls it: ``logits`` applies the LM head to the positions picked.
 """
 
 from __future__ import annotations
