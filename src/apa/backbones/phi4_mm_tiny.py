@@ -5,8 +5,8 @@ rotary 0.75 and the 4096 switch, tied embeddings, RMSNorm eps, SiLU, the conform
 activations, subsampling x8, relative-bias distance 500...), the real feature extractor settings,
 the real special tokens in the real order (with their rstrip flags), a small byte-level BPE with
 the real o200k pre-tokenizer, and a random ``speech-lora/`` PEFT adapter saved beside the base
-weights as the real r=320 one is. Sizes: "tiny" (~0.3M parameters: tests and demo), "small"
-(~1M, CPU training from scratch), "base" (~40M, GPU). The vision encoder, which apa never
+weights as the real r=320 one is. Sizes: "tiny" (0.22M parameters: tests and demo), "small"
+(1.0M, CPU training from scratch), "base" (44M, GPU). The vision encoder, which apa never
 feeds, is the same minimal one in every size. Only the 48 longrope factors are not the real
 ones (their count follows the head size): short 1.0 and long 1.5 stand in for them.
 """
@@ -65,7 +65,7 @@ def _audio(hidden: int, blocks: int, heads: int) -> dict:
 TINY_SIZES: dict[str, tuple[dict, dict]] = {
     "tiny": (_audio(32, 2, 2), dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                     intermediate_size=128)),
-    "small": (_audio(128, 2, 4), dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
+    "small": (_audio(96, 2, 4), dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
                                       num_key_value_heads=2, intermediate_size=384)),
     "base": (_audio(384, 6, 6), dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8,
                                      num_key_value_heads=4, intermediate_size=1536)),
