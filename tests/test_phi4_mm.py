@@ -284,8 +284,8 @@ def test_a_saved_merged_model_is_not_merged_again(phi4_dir, tmp_path):
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
 
 
-def test_a_folder_without_the_speech_lora_is_refused(phi4_dir, tmp_path):
-    shutil.copytree(phi4_dir, tmp_path / "m", ignore=shutil.ignore_patterns(SPEECH_LORA))
+def test_a_folder_without_the_speech_lora_is_refused_before_the_weights_are_read(phi4_dir, tmp_path):
+    shutil.copytree(phi4_dir, tmp_path / "m", ignore=shutil.ignore_patterns(SPEECH_LORA, "*.safetensors"))
     with pytest.raises(ApaError, match=r"no speech-lora/adapter_config.json.*--revision refs/pr/70.*--model DIR"):
         load(tmp_path / "m")
 

@@ -64,9 +64,11 @@ CHAT_TEMPLATE = (
 
 
 def merged(model, attach):
-    """``attach(model)`` (a PeftModel holding the speech LoRA) merged back into ``model``: PEFT's
-    merge_and_unload, then undo what the wrapping changed besides (it froze every base weight,
-    which a full fine-tune must train), and mark the config merged."""
+    """``attach(model)`` (a PeftModel holding the speech LoRA) merged into ``model``'s weights:
+    the outputs of the adapter active at no extra cost, and apa's own LoRA goes on top. PEFT's
+    merge_and_unload, then what the wrapping changed besides undone (it froze every base weight,
+    which a full fine-tune must train), and the config marked merged (saved with the weights, so
+    that they are not merged twice)."""
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     model = attach(model).merge_and_unload()
     for n, p in model.named_parameters():
@@ -203,16 +205,21 @@ class Phi4MM(Processor):
     # --- loading ----------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str, dtype, device: str, local_files_only: bool) -> tuple[Any, "Phi4MM"]:
-        from transformers import Phi4MultimodalFeatureExtractor, Phi4MultimodalForCausalLM, TokenizersBackend
+        """The native checkpoint with its speech LoRA merged (see merged); what is missing is
+        said before any weight is read."""
+        from peft import PeftModel
+        from transformers import (Phi4MultimodalFeatureExtractor, Phi4MultimodalForCausalLM, PretrainedConfig,
+                                  TokenizersBackend)
 
-        from apa.backbones.loading import model_type_of
-
-        if model_type_of(path, local_files_only) == "phi4mm":
+        config, _ = PretrainedConfig.get_config_dict(path, local_files_only=local_files_only)
+        if config.get("model_type") == "phi4mm":
             raise ApaError(f"{path} is Phi-4-multimodal in its original custom-code format (model_type phi4mm), "
                            "which transformers 5.17 does not load; download the transformers-native conversion "
                            f"(huggingface-cli download {cls.hub_id} --revision {NATIVE_REVISION} --local-dir DIR) "
                            "or convert it with transformers' convert_phi4_multimodal_weights_to_hf.py, keep its "
                            f"{SPEECH_LORA}/ folder, and pass --model DIR")
+        # a model saved after load (a full fine-tune) holds the speech LoRA already
+        speech_lora = None if config.get(MERGED_FLAG) else cls.speech_lora_folder(path, local_files_only)
         # tokenizer.json as it is: see the module docstring (a GPT2Tokenizer class would re-split numbers)
         tokenizer = TokenizersBackend.from_pretrained(path, local_files_only=local_files_only)
         feature_extractor = Phi4MultimodalFeatureExtractor.from_pretrained(path, local_files_only=local_files_only)
@@ -220,20 +227,9 @@ class Phi4MM(Processor):
         if str(device).startswith("cuda"):
             kwargs["device_map"] = {"": device}
         model = Phi4MultimodalForCausalLM.from_pretrained(path, **kwargs)
-        model = cls.merge_speech_lora(model, path, local_files_only)
+        if speech_lora is not None:
+            model = merged(model, lambda m: PeftModel.from_pretrained(m, str(speech_lora)))
         return model, cls(tokenizer, feature_extractor)
-
-    @classmethod
-    def merge_speech_lora(cls, model, path: str, local_files_only: bool):
-        """The model with its speech LoRA (``PATH/speech-lora``, a PEFT adapter) merged into the
-        text model's weights: the same outputs as with the adapter active, at no extra cost, and
-        apa's own LoRA then goes on top. A model saved merged (full fine-tune) is returned as is."""
-        from peft import PeftModel
-
-        if getattr(model.config, MERGED_FLAG, False):
-            return model
-        folder = cls.speech_lora_folder(path, local_files_only)
-        return merged(model, lambda m: PeftModel.from_pretrained(m, str(folder)))
 
     @classmethod
     def speech_lora_folder(cls, path: str, local_files_only: bool) -> Path:
