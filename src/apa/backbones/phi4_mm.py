@@ -88,6 +88,7 @@ class Phi4MM(Processor):
     clip_keys = ("audio_input_features", "audio_embed_sizes", "audio_attention_mask")
     lora_targets = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
     audio_lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj")
+    has_window = False  # hears any length: build_tiny takes no window_seconds (apa demo reads this)
 
     # --- batches ------------------------------------------------------------------------------
     def encode(self, texts: Sequence[str], audios: Sequence[np.ndarray], padding_side: str) -> dict:
