@@ -13,6 +13,7 @@ from apa.errors import ApaError
 BACKBONES = {
     "qwen2-audio": "apa.backbones.qwen2_audio:Qwen2Audio",
     "qwen2.5-omni": "apa.backbones.qwen2_5_omni:Qwen2_5Omni",
+    "phi4-mm": "apa.backbones.phi4_mm:Phi4MM",
 }
 DEFAULT_BACKBONE = "qwen2-audio"
 
