@@ -12,6 +12,7 @@ from apa.errors import ApaError
 # short name -> "module:class"; imported only when used (each pulls in its transformers classes).
 BACKBONES = {
     "qwen2-audio": "apa.backbones.qwen2_audio:Qwen2Audio",
+    "granite-speech": "apa.backbones.granite_speech:GraniteSpeech",
 }
 DEFAULT_BACKBONE = "qwen2-audio"
 
