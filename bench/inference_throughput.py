@@ -1,4 +1,4 @@
-"""Inference throughput: stock greedy generation against apa's constrained decoding, in one run.
+"""Inference throughput: stock greedy generation against apa's two constrained decoders, in one run.
 
 Every row is the same synthetic SO762-like test utterance under the `multi` task (a clip of
 ``--audio-seconds``, a prompt of ``--prompt-tokens`` text tokens) whose response template
@@ -8,17 +8,20 @@ has about ``--target-tokens`` tokens; equal lengths, so no padding.
   produce exactly as many tokens as the template holds (min_new_tokens = max_new_tokens,
   so that random weights cost what a trained model's answer costs): one sequential model
   call per token. ``--static-cache`` adds rows with transformers' static KV cache.
-- ``ours``: apa's constrained decoding (apa.inference.constrained_sequential.decode, the
-  decoder ``decode_batch(..., decoding="constrained-sequential")`` dispatches to): the fixed text is
-  fed in chunks through the KV cache and the model only chooses at the score slots, two
-  sequential calls per slot plus one prefill, whatever the template's length.
+- ``sequential``: apa's slot-by-slot constrained decoder (``--decoding constrained-sequential``):
+  the fixed text is fed in chunks through the KV cache and the model only chooses at the score
+  slots, two sequential calls per slot plus one prefill, whatever the template's length.
+- ``parallel``: apa's default constrained decoder (``--decoding constrained``): fixed-point
+  passes over the whole template, a handful of calls (random weights converge slowest).
 
-Feature extraction (CPU, the same for both paths) is done once before timing. Prints a
-markdown table: path, batch, utterances/s, seconds per batch, sequential model calls per
-batch, peak memory. A batch size that runs out of memory shows "OOM".
+Model calls and token positions (padding included) are counted by apa's own call counter.
+
+Feature extraction (CPU, the same for every path) is done once before timing. Prints a
+markdown table: path, batch, utterances/s, seconds per batch, sequential model calls and
+token positions per batch, peak memory. A batch size that runs out of memory shows "OOM".
 
     python bench/inference_throughput.py --quick                            # CPU, tiny model
-    python bench/inference_throughput.py --shape 7b --naive-batch-sizes 1,32,96 \\
+    python bench/inference_throughput.py --shape real --naive-batch-sizes 1,32,96 \\
         --batch-sizes 32,96 --static-cache                                   # one H100
 """
 
@@ -30,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cases import run_cases  # noqa: E402
 import inputs  # noqa: E402
 import measure  # noqa: E402
 import models  # noqa: E402
@@ -42,7 +46,7 @@ def parse_args(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     models.add_common_arguments(parser)
     parser.add_argument("--batch-sizes", type=models.int_list, default=None,
-                        help="batch sizes of constrained decoding (default 32,96)")
+                        help="batch sizes of the constrained decoders (default 32,96)")
     parser.add_argument("--naive-batch-sizes", type=models.int_list, default=None,
                         help="batch sizes of model.generate (default 1,32)")
     parser.add_argument("--static-cache", action="store_true",
@@ -64,11 +68,14 @@ def parse_args(argv=None):
     return args
 
 
+PATHS = {"sequential": "constrained-sequential", "parallel": "constrained"}  # path -> apa decoding mode
+
+
 def cases(args) -> list[str]:
-    """Case names "naive:batch:cache" and "ours:batch", naive first."""
+    """Case names "naive:batch:cache", "sequential:batch" and "parallel:batch", naive first."""
     caches = ["dynamic", "static"] if args.static_cache else ["dynamic"]
     return [f"naive:{batch}:{cache}" for cache in caches for batch in args.naive_batch_sizes] + \
-        [f"ours:{batch}" for batch in args.batch_sizes]
+        [f"{path}:{batch}" for path in PATHS for batch in args.batch_sizes]
 
 
 class Bench:
@@ -82,10 +89,7 @@ class Bench:
         from apa.tasks import get_task
 
         self.args = args
-        self.device = models.pick_device(args.device, args.threads)
-        self.dtype = models.pick_dtype(args)
-        torch.manual_seed(args.seed)
-        self.model, self.processor = models.build_model(args, self.device, self.dtype)
+        self.device, self.dtype, self.model, self.processor = models.setup(args)
         self.task = get_task("multi")
         tokenizer = self.processor.tokenizer
         self.utt = inputs.bench_utterance(self.processor, self.task, args.target_tokens)
@@ -110,11 +114,7 @@ class Bench:
                 f"utterance: {len(utt.words)} words, {n_phones} phones ({utt.text}); prompt {prompt_len} tokens = "
                 f"{self.n_audio} audio ({self.args.audio_seconds:g} s) + {prompt_len - self.n_audio} text\n"
                 f"response template: {self.new_tokens} tokens with the tiny tokenizer (real tokenizer: at least "
-                f"{self.real_lower_bound}, its pre-token count), {self.slots} score slots; sequential model "
-                f"calls: naive {self.new_tokens}, ours {self.calls('ours')}")
-
-    def calls(self, path: str) -> int:
-        return self.new_tokens if path == "naive" else 2 * self.slots + 1
+                f"{self.real_lower_bound}, its pre-token count), {self.slots} score slots")
 
     def batch(self, batch_size: int) -> dict:
         from apa.collate import move_to
@@ -122,36 +122,43 @@ class Bench:
         rows = inputs.repeat_rows(self.prompt, batch_size, list(self.prompt))
         return move_to(rows, self.device, dtype=self.dtype)
 
-    def naive(self, batch: dict, cache: str, new_tokens: int | None = None) -> None:
+    def naive(self, batch: dict, cache: str, new_tokens: int | None = None) -> list[int]:
+        """[model calls, token positions] of generate forced to write the template's length."""
         import torch
 
-        from apa.inference.free import greedy_generation_config
+        from apa.inference.decoding import calling_between
+        from apa.inference.free import checkpoint_generation_defaults_ignored, greedy_generation_config
 
         new_tokens = new_tokens or self.new_tokens
         config = greedy_generation_config(self.processor, new_tokens)  # as apa's free decoding runs it
         config.min_new_tokens = new_tokens
         if cache == "static":
             config.cache_implementation = "static"
-        with torch.inference_mode():
-            sequences = self.model.generate(**batch, generation_config=config)
+        with torch.inference_mode(), checkpoint_generation_defaults_ignored(self.model), \
+                calling_between(self.model, self.processor, None) as calls:
+            sequences = self.model.generate(**self.processor.generate_inputs(batch), generation_config=config)
         made = sequences.shape[1] - batch["input_ids"].shape[1]
         if made != new_tokens:
             raise RuntimeError(f"generate made {made} tokens, not {new_tokens}")
+        return calls
 
-    def ours(self, batch: dict) -> None:
-        from apa.inference.decoding import DECODERS
+    def ours(self, batch: dict, path: str) -> list[int]:
+        """[model calls, token positions] of one of apa's constrained decoders on the batch."""
+        from apa.inference.decoding import DECODERS, calling_between
 
         rows = batch["input_ids"].shape[0]
-        results = DECODERS["constrained-sequential"](self.model, self.processor, batch, [self.utt] * rows, self.task, None)
+        with calling_between(self.model, self.processor, None) as calls:
+            results = DECODERS[PATHS[path]](self.model, self.processor, batch, [self.utt] * rows, self.task, None)
         if len(results) != rows:
             raise RuntimeError("constrained decoding returned the wrong number of rows")
+        return calls
 
     def warm_up(self) -> None:
         """Once per process: first calls (kernel selection, lazy initialisation) untimed."""
         if not self.warmed_up:
             batch = self.batch(1)
             self.naive(batch, "dynamic", new_tokens=2)
-            self.ours(batch)
+            self.ours(batch, "parallel")
             self.warmed_up = True
 
     def run(self, case: str) -> dict:
@@ -161,21 +168,25 @@ class Bench:
         self.warm_up()
         result = measure.measure(self.device, lambda: self._time(path, batch_size, cache))
         measure.free_memory(self.device)
-        return dict(result, path=path, batch=batch_size, cache=cache, calls=self.calls(path))
+        return dict(result, path=path, batch=batch_size, cache=cache)
 
     def _time(self, path: str, batch_size: int, cache: str | None) -> dict:
         batch = self.batch(batch_size)
-        run = (lambda: self.naive(batch, cache)) if path == "naive" else (lambda: self.ours(batch))
+        run = (lambda: self.naive(batch, cache)) if path == "naive" else (lambda: self.ours(batch, path))
         for _ in range(self.args.warmup):
             run()
-        seconds = measure.timed(self.device, lambda: [run() for _ in range(self.args.repeats)]) / self.args.repeats
-        return {"seconds_per_batch": seconds, "utterances_per_s": batch_size / seconds}
+        counted = []
+        seconds = measure.timed(self.device, lambda: counted.extend(run() for _ in range(self.args.repeats)))
+        seconds /= self.args.repeats
+        calls, tokens = counted[-1]
+        return {"seconds_per_batch": seconds, "utterances_per_s": batch_size / seconds, "calls": calls,
+                "tokens": tokens}
 
 
 def label(result: dict) -> str:
     if result["path"] == "naive":
         return "naive generate" + (" (static cache)" if result.get("cache") == "static" else "")
-    return "ours constrained"
+    return f"ours constrained, {result['path']}"
 
 
 def table(results: list[dict]) -> str:
@@ -183,41 +194,22 @@ def table(results: list[dict]) -> str:
     for r in results:
         if r["status"] == "ok":
             rows.append([label(r), r["batch"], f"{r['utterances_per_s']:.3g}", f"{r['seconds_per_batch']:.2f}",
-                         r.get("calls", "-"), measure.format_bytes(r["peak_bytes"])])
+                         r["calls"], f"{r['tokens']:,}", measure.format_bytes(r["peak_bytes"])])
         else:
-            rows.append([label(r), r["batch"], r["status"], "-", r.get("calls", "-"), "-"])
+            rows.append([label(r), r["batch"], r["status"], "-", "-", "-", "-"])
     return measure.markdown_table(["path", "batch", "utterances/s", "s/batch", "sequential model calls per batch",
-                                  "peak memory"], rows)
+                                  "token positions per batch", "peak memory"], rows)
+
+
+def fields(case: str) -> dict:
+    parts = case.split(":")
+    return {"path": parts[0], "batch": int(parts[1]), "cache": parts[2] if len(parts) > 2 else None}
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    if args.worker:  # one case in this (fresh) process
-        bench = Bench(args)
-        print(bench.describe(), file=sys.stderr)
-        measure.emit(dict(bench.run(args.worker), setup=bench.describe()))
-        return 0
-
-    device = models.pick_device(args.device, args.threads)
-    isolated = models.use_subprocesses(args, device)
-    results = []
-    if isolated:
-        for case in cases(args):
-            print(f"running {case} ...", file=sys.stderr, flush=True)
-            result = measure.run_in_subprocess(__file__, measure.worker_argv(argv), case)
-            parts = case.split(":")
-            results.append(dict(result, path=parts[0], batch=int(parts[1]),
-                                cache=parts[2] if len(parts) > 2 else None))
-        setups = [r["setup"] for r in results if r.get("setup")]
-        header = (setups[0] if setups else models.describe_setup(args, device, models.pick_dtype(args))) + \
-            "\n(each case in a fresh subprocess)"
-    else:
-        bench = Bench(args)
-        header = bench.describe()
-        for case in cases(args):
-            print(f"running {case} ...", file=sys.stderr, flush=True)
-            results.append(bench.run(case))
+    results, header, device, isolated = run_cases(__file__, argv, args, Bench, cases(args), fields)
     print(f"\nInference throughput ({args.warmup} warm-up + {args.repeats} timed run(s) per case)")
     print(header)
     print(measure.memory_label(device, isolated) + "\n")

@@ -16,7 +16,7 @@ memory, and the memory above the model (peak minus what was in use when the case
 Warm-up steps are not timed. A batch size that runs out of memory shows "OOM".
 
     python bench/train_throughput.py --shape tiny --steps 3                 # CPU check
-    python bench/train_throughput.py --shape 7b --steps 10 --batch-sizes 1,4,8,16 \\
+    python bench/train_throughput.py --shape real --steps 10 --batch-sizes 1,4,8,16 \\
         --naive-batch-sizes 1,4,8 --gradient-checkpointing both             # one H100
 """
 
@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cases import run_cases  # noqa: E402
 import inputs  # noqa: E402
 import measure  # noqa: E402
 import models  # noqa: E402
@@ -68,16 +69,12 @@ class Bench:
     """The LoRA model and one sample, shared by every case of this process."""
 
     def __init__(self, args):
-        import torch
 
         from apa.backbones.lora import add_lora
         from apa.tasks import get_task
 
         self.args = args
-        self.device = models.pick_device(args.device, args.threads)
-        self.dtype = models.pick_dtype(args)
-        torch.manual_seed(args.seed)
-        model, self.processor = models.build_model(args, self.device, self.dtype)
+        self.device, self.dtype, model, self.processor = models.setup(args)
         self.model = add_lora(model, self.processor, r=LORA_R, alpha=LORA_ALPHA, dropout=LORA_DROPOUT)
         self.model.train()
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -169,34 +166,15 @@ def table(results: list[dict]) -> str:
                                   "above model"], rows)
 
 
+def fields(case: str) -> dict:
+    path, batch, flag = case.split(":")
+    return {"path": path, "batch": int(batch), "checkpointing": flag == "1"}
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    if args.worker:  # one case in this (fresh) process
-        bench = Bench(args)
-        print(bench.describe(), file=sys.stderr)
-        measure.emit(dict(bench.run(args.worker), setup=bench.describe()))
-        return 0
-
-    device = models.pick_device(args.device, args.threads)
-    isolated = models.use_subprocesses(args, device)
-    results, header = [], None
-    if isolated:
-        for case in cases(args):
-            print(f"running {case} ...", file=sys.stderr, flush=True)
-            result = measure.run_in_subprocess(__file__, measure.worker_argv(argv), case)
-            path, batch, flag = case.split(":")
-            results.append(dict(result, path=path, batch=int(batch), checkpointing=flag == "1"))
-        setups = [r["setup"] for r in results if r.get("setup")]
-        header = (setups[0] if setups else models.describe_setup(args, device, models.pick_dtype(args))) + \
-            "\n(each case in a fresh subprocess)"
-    else:
-        bench = Bench(args)
-        header = bench.describe()
-        for case in cases(args):
-            print(f"running {case} ...", file=sys.stderr, flush=True)
-            results.append(bench.run(case))
-        del bench
+    results, header, device, isolated = run_cases(__file__, argv, args, Bench, cases(args), fields)
     print(f"\nTraining throughput ({args.warmup} warm-up + {args.steps} timed steps per case)")
     print(header)
     print(measure.memory_label(device, isolated) + "\n")

@@ -7,7 +7,8 @@ import math
 
 import torch
 
-from apa.collate import build_generation_batch
+from apa.collate import build_generation_batch, build_training_batch, load_audios
+from apa.forward import response_logps
 from apa.inference.slots import END, TemplateTokens
 from apa.targets import response_template
 
@@ -71,3 +72,21 @@ def brute_force(model, processor, utt, task) -> tuple[list[int], list[float]]:
 
 def slot_values(scores, utt, task) -> list:
     return [slot.value(scores) for slot in response_template(utt, task) if not isinstance(slot, str)]
+
+
+def overfit(model, processor, utts, task, steps: int = 200) -> None:
+    """Train every weight on ``utts`` until greedy decoding reproduces their targets (the token
+    cross-entropy below 0.01), so that free decoding follows the template; leaves eval mode."""
+    torch.manual_seed(0)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    batch = build_training_batch(processor, utts, task, audios=load_audios(utts))
+    for _ in range(steps):
+        logps = response_logps(model, processor, batch)
+        loss = -logps.sum_logp.sum() / logps.n_tokens.sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if loss.item() < 0.01:
+            break
+    model.eval()

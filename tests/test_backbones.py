@@ -25,7 +25,7 @@ from apa.inference.decoding import decode_batch
 from apa.prompts import instruction
 from apa.targets import ScoreSet, parse_scores, reference_scores
 from apa.tasks import TASKS
-from decoding_checks import brute_force, slot_values
+from decoding_checks import brute_force, overfit, slot_values
 
 NAMES = list(BACKBONES)
 SO762 = Path(__file__).resolve().parents[2] / "shared" / "so762"
@@ -175,21 +175,9 @@ def test_constrained_decoding_equals_brute_force_in_both_algorithms(name, backbo
 
 @pytest.mark.parametrize("name", NAMES)
 def test_on_an_overfit_model_constrained_equals_free_greedy(name, backbone_dirs, utterances):
-    torch.manual_seed(0)
     model, processor = load(backbone_dirs(name))
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     chosen, task = utterances[:2], TASKS["word_sentence"]
-    batch = build_training_batch(processor, chosen, task, audios=load_audios(chosen))
-    for _ in range(200):
-        logps = response_logps(model, processor, batch)
-        loss = -logps.sum_logp.sum() / logps.n_tokens.sum()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if loss.item() < 0.01:
-            break
-    model.eval()
+    overfit(model, processor, chosen, task)
     free = decode_batch(model, processor, chosen, task, decoding="free")
     parallel = decode_batch(model, processor, chosen, task, decoding="constrained")
     sequential = decode_batch(model, processor, chosen, task, decoding="constrained-sequential")

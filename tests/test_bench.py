@@ -55,18 +55,20 @@ def test_train_throughput_prints_naive_and_ours_rows():
     assert "145 tokens = 25 audio (1 s) + 80 prompt text + 40 response" in out
 
 
-def test_inference_throughput_prints_naive_and_ours_rows():
+def test_inference_throughput_prints_naive_and_both_constrained_rows():
     out = run_script("inference_throughput.py", *SMALL, "--quick", "--naive-batch-sizes", "2",
                      "--batch-sizes", "2", "--isolate", "never")
     rows = table_rows(out)
-    assert [(r[0], r[1]) for r in rows] == [("naive generate", "2"), ("ours constrained", "2")]
+    assert [(r[0], r[1]) for r in rows] == [("naive generate", "2"), ("ours constrained, sequential", "2"),
+                                            ("ours constrained, parallel", "2")]
     for row in rows:
         assert is_number(row[2]) and float(row[2]) > 0, row
-        assert row[4].isdigit(), row
-    naive_calls, ours_calls = int(rows[0][4]), int(rows[1][4])
-    assert ours_calls < naive_calls  # two calls per score slot + 1, against one per token
+        assert row[4].isdigit() and row[5].replace(",", "").isdigit(), row
+    naive, sequential, parallel = (int(r[4]) for r in rows)
     match = re.search(r"response template: (\d+) tokens .*?, (\d+) score slots", out)
-    assert match and int(match.group(1)) == naive_calls and 2 * int(match.group(2)) + 1 == ours_calls
+    # counted, not assumed: one call per token (the first is the prefill), 2 per slot + 1, a handful
+    assert match and naive == int(match.group(1))
+    assert sequential <= 2 * int(match.group(2)) + 1 and parallel < sequential < naive
 
 
 # --- helpers, in process --------------------------------------------------------------------
@@ -130,9 +132,10 @@ def test_a_killed_worker_is_reported_as_oom(measure, tmp_path):
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
 def test_seven_b_shape_runs_on_a_gpu():
     """The 7B shape with 2 of its 32 layers, both scripts (the full runs: docs/benchmarks.md)."""
-    seven_b = ["--shape", "7b", "--layers", "2", "--device", "cuda"]
+    seven_b = ["--shape", "real", "--layers", "2", "--device", "cuda"]
     out = run_script("train_throughput.py", *seven_b, "--steps", "1", "--warmup", "1", "--batch-sizes", "2")
     assert [r[0] for r in table_rows(out)] == ["naive", "ours"]
     out = run_script("inference_throughput.py", *seven_b, "--naive-batch-sizes", "2", "--batch-sizes", "2",
                      "--warmup", "0")
-    assert [r[0] for r in table_rows(out)] == ["naive generate", "ours constrained"]
+    assert [r[0] for r in table_rows(out)] == ["naive generate", "ours constrained, sequential",
+                                               "ours constrained, parallel"]

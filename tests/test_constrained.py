@@ -4,14 +4,11 @@ and against free greedy."""
 import math
 
 import pytest
-import torch
 
-from apa.collate import build_training_batch, load_audios
-from apa.forward import response_logps
 from apa.inference.decoding import decode_batch
 from apa.targets import ScoreSet, parse_scores, reference_scores
 from apa.tasks import TASKS
-from decoding_checks import brute_force, slot_values
+from decoding_checks import brute_force, overfit, slot_values
 
 MODES = ("constrained", "constrained-sequential")
 
@@ -62,22 +59,9 @@ def overfit_model(tiny_model_dir, utterances):
     two utterances, so that free decoding follows the template."""
     from apa.backbones.loading import load_model_and_processor
 
-    torch.manual_seed(0)
     model, processor = load_model_and_processor(tiny_model_dir, dtype="float32", device="cpu")
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     chosen = [utterances[0], utterances[1]]
-    task = TASKS["multi"]
-    batch = build_training_batch(processor, chosen, task, audios=load_audios(chosen))
-    for _ in range(150):
-        logps = response_logps(model, processor, batch)
-        loss = -logps.sum_logp.sum() / logps.n_tokens.sum()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if loss.item() < 0.01:
-            break
-    model.eval()
+    overfit(model, processor, chosen, TASKS["multi"], steps=150)
     return model, processor, chosen
 
 

@@ -178,3 +178,35 @@ def _same(a, b) -> bool:
     if isinstance(a, float) and isinstance(b, float):
         return abs(a - b) <= 2e-3
     return a == b
+
+
+@pytest.mark.parametrize("decoding", ["constrained", "constrained-sequential"])
+def test_a_six_word_request_costs_a_handful_of_model_calls_and_the_log_says_how_many(
+        tiny_model, make_sine, caplog, decoding):
+    """Issue 11: the service decodes with the parallel decoder by default; its batch log line
+    counts the sequential model calls: a handful, against 2 x slots + 1 slot by slot."""
+    import logging
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from apa.inference.slots import TemplateTokens
+    from apa.inference.score import text_to_utterance
+    from apa.serve import create_app
+    from apa.tasks import TASKS
+
+    model, processor = tiny_model
+    text = "the cat sat on the mat"
+    slots = len(TemplateTokens(processor.tokenizer, processor.end_of_turn_id)
+                .plan(text_to_utterance(text), TASKS["multi"]).slots)
+    caplog.set_level(logging.INFO, logger="apa.serve")
+    with TestClient(create_app(model, processor, decoding=decoding, max_wait_ms=0)) as client:
+        response = client.post("/score", data={"text": text},
+                               files={"audio": ("a.wav", wav_bytes(make_sine(1.5)), "audio/wav")})
+    assert response.status_code == 200, response.text
+    calls = [int(m) for m in re.findall(r"model_calls=(\d+)", caplog.text)]
+    assert len(calls) == 1
+    if decoding == "constrained":
+        assert calls[0] <= slots + 2 < 2 * slots + 1
+    else:
+        assert slots + 1 < calls[0] <= 2 * slots + 1

@@ -45,6 +45,10 @@ def test_sft_loss_falls_lora_changes_and_frozen_weights_do_not(tmp_path, tiny_mo
     assert any(t.abs().sum() > 0 for key, t in adapter.items() if "lora_B" in key)  # B starts at zero
     saved = json.loads((out / "adapter" / "apa_run.json").read_text())
     assert saved["task"] == "sentence_total"
+    # the training set's most frequent values travel with the adapter: the parallel decoder's first guesses
+    assert saved["first_guesses"] == {"sentence total": 10}  # totals 8, 6.4, 3, 10: a tie, to the higher
+    _, with_adapter = load_model_and_processor(tiny_model_dir, adapter=out / "adapter", dtype="float32", device="cpu")
+    assert with_adapter.first_guesses == {("sentence", "total"): 10}
     # frozen weights: the base model inside the trained run equals the saved base model
     base, _ = load_model_and_processor(tiny_model_dir, dtype="float32", device="cpu")
     tuned, _ = load_model_and_processor(tiny_model_dir, adapter=out / "adapter", dtype="float32", device="cpu")

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apa.data.manifest import Utterance
-from apa.tasks import SCORE_RANGE, STRESS_VALUES, Task
+from apa.data.manifest import SCORE_RANGE, STRESS_VALUES
+from apa.tasks import Task
 
 LINE_HEADERS = {"sentence": "Sentence Scores:", "word": "Word Scores:", "phone": "Phone Scores:"}
 PHONE_WORD_SEPARATOR = " - "
@@ -155,6 +156,21 @@ def has_scores(utt: Utterance, task: Task) -> bool:
     """Whether the reference has every score ``task`` writes (so it can be a training target)."""
     scores = reference_scores(utt)
     return all(part.value(scores) is not None for part in response_template(utt, task) if isinstance(part, Slot))
+
+
+def value_modes(utterances, task: Task) -> dict[tuple[str, str], int]:
+    """The most frequent written (rounded) reference value of each field of ``task`` (the higher
+    one on a tie): the parallel decoder's first guesses, saved with a trained model (apa_run.json)."""
+    from collections import Counter
+
+    counts: dict[tuple[str, str], Counter] = {}
+    for utt in utterances:
+        scores = reference_scores(utt)
+        for level, aspect in task.fields:
+            for value in scores.get(level, aspect):
+                if value is not None:
+                    counts.setdefault((level, aspect), Counter())[round_half_up(value)] += 1
+    return {field: max(counter, key=lambda value: (counter[value], value)) for field, counter in counts.items()}
 
 
 def _slot_name(utt: Utterance, slot: Slot) -> str:

@@ -8,17 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from apa.data.manifest import ASPECTS, LEVELS  # the score fields are the manifest schema's
 from apa.errors import ApaError
-
-LEVELS = ("sentence", "word", "phone")
-# Canonical order of aspects inside each level; a task keeps this order and drops the rest.
-ASPECTS = {
-    "sentence": ("accuracy", "fluency", "prosody", "completeness", "total"),
-    "word": ("accuracy", "stress", "total"),
-    "phone": ("accuracy",),
-}
-SCORE_RANGE = (0.0, 10.0)
-STRESS_VALUES = (5, 10)
 
 
 @dataclass(frozen=True)

@@ -73,10 +73,14 @@ class Processor:
     clip_keys: ClassVar[tuple[str, ...]] = ()  # batch entries with one item per clip
     lora_targets: ClassVar[tuple[str, ...]] = ()  # the language model's linear layers (last names)
     audio_lora_targets: ClassVar[tuple[str, ...]] = ()  # the audio encoder's, for train_audio
+    has_window: ClassVar[bool] = True        # the model hears a fixed window (build_tiny takes window_seconds)
 
     def __init__(self, tokenizer, feature_extractor):
         self.tokenizer = tokenizer
         self.feature_extractor = feature_extractor
+        # The parallel decoder's first guess per (level, aspect), from the trained model's
+        # apa_run.json (apa.backbones.loading.first_guesses); None: 10 everywhere.
+        self.first_guesses: dict[tuple[str, str], int] | None = None
 
     # --- the chat input ---------------------------------------------------------------------
     @classmethod
@@ -217,6 +221,13 @@ class Processor:
     @classmethod
     def load(cls, path: str, dtype, device: str, local_files_only: bool) -> tuple[Any, "Processor"]:
         """(model, processor) from a folder or hub id (eval mode, on ``device``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def real_shape_model(cls, processor: "Processor", layers: int | None, device, dtype, seed: int = 0):
+        """A model with the real checkpoint's dimensions (its first ``layers`` layers only, when
+        given) and random weights, built on ``device`` in ``dtype`` (for benchmarks: random
+        weights cost the arithmetic of trained ones); its vocabulary holds ``processor``'s ids."""
         raise NotImplementedError
 
     @classmethod

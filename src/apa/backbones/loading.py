@@ -153,6 +153,7 @@ def load_model_and_processor(name_or_path: str | os.PathLike | None = None, adap
     processor.check_model(model, name)
     if adapter is not None:
         model = load_adapter(model, adapter)
+    processor.first_guesses = first_guesses(adapter if adapter is not None else name)
     model.eval()
     return model, processor
 
@@ -179,3 +180,13 @@ def run_info(folder: str | os.PathLike) -> dict:
         return json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
         return {}
+
+
+def first_guesses(folder: str | os.PathLike) -> dict[tuple[str, str], int] | None:
+    """The parallel decoder's first guesses a trained model carries: the training set's most
+    frequent value per (level, aspect), or None (then it guesses 10)."""
+    saved = run_info(folder).get("first_guesses") or {}
+    try:
+        return {tuple(key.split(" ", 1)): int(value) for key, value in saved.items()} or None
+    except (AttributeError, TypeError, ValueError):
+        return None

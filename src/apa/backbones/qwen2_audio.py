@@ -211,6 +211,26 @@ class Qwen2Audio(Processor):
         return model, cls(hf_processor)
 
     @classmethod
+    def real_shape_model(cls, processor: "Qwen2Audio", layers: int | None, device, dtype, seed: int = 0):
+        import torch
+        from transformers import GenerationConfig, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
+
+        ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+        audio = dict(REAL_AUDIO_CONFIG, **({"encoder_layers": layers} if layers else {}))
+        text = dict(REAL_TEXT_CONFIG, **({"num_hidden_layers": layers} if layers else {}),
+                    bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+        config = Qwen2AudioConfig(audio_config=audio, text_config=text, audio_token_index=ids["<|AUDIO|>"])
+        config.pad_token_id = ids["<|endoftext|>"]
+        torch.manual_seed(seed)
+        # Allocated and initialised on the device itself, in the target dtype: no 34 GB float32
+        # copy in host memory and no host-to-device transfer.
+        with torch.device(device):
+            model = Qwen2AudioForConditionalGeneration._from_config(config, dtype=dtype)
+        model.generation_config = GenerationConfig(eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+                                                   bos_token_id=ids["<|endoftext|>"], do_sample=False)
+        return model.eval()
+
+    @classmethod
     def build_tiny(cls, out_dir: str | Path, seed: int = 0, size: str = "tiny",
                    window_seconds: int | None = None) -> Path:
         """Write a random Qwen2-Audio (model + processor) to ``out_dir``.

@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def summary_lines(path: str, utterances: list, check_audio: bool = False) -> list[str]:
     """Human-readable summary of validated utterances (apa.data.manifest.Utterance)."""
     from apa.targets import has_scores
-    from apa.tasks import ASPECTS, TASKS
+    from apa.data.manifest import ASPECTS
+    from apa.tasks import TASKS
 
     n = len(utterances)
     words = [w for u in utterances for w in u.words]

@@ -26,8 +26,17 @@ from typing import Any, Iterable
 
 from apa.errors import ApaError, problem_list
 from apa.files import atomic_write
-from apa.tasks import ASPECTS, SCORE_RANGE, STRESS_VALUES
 
+LEVELS = ("sentence", "word", "phone")
+# The score fields: canonical order of aspects inside each level (a task keeps this order and
+# drops the rest), the range of every score and the two values of word stress.
+ASPECTS = {
+    "sentence": ("accuracy", "fluency", "prosody", "completeness", "total"),
+    "word": ("accuracy", "stress", "total"),
+    "phone": ("accuracy",),
+}
+SCORE_RANGE = (0.0, 10.0)
+STRESS_VALUES = (5, 10)
 # Manifests store scores rounded to this many decimals: enough for SO762's 0.2-step phone
 # scores x5 and fractional completeness, and stable across runs (1.8 * 5 = 9.000000000000002).
 SCORE_DECIMALS = 4

@@ -61,12 +61,17 @@ def decode(model, processor, batch: dict, utts: Sequence[Utterance], task: Task,
            max_new_tokens: int | None = None, initial: Mapping[tuple[str, str], int] | None = None) -> list[dict]:
     """Decode ``batch`` (a left-padded generation batch of ``utts``) under the template: per
     row {"output": text, "expected": ScoreSet dict}, equal to the sequential decoder's.
-    ``initial`` maps (level, aspect) to the first guess of its slots (default 10)."""
+    ``initial`` maps (level, aspect) to the first guess of its slots: by default the training
+    set's most frequent values a trained model carries (``processor.first_guesses``), else 10.
+    Measured on the real-data proof's model: 3 calls per utterance at the median instead of 5."""
+    if initial is None:
+        initial = getattr(processor, "first_guesses", None)
     tokens = TemplateTokens(processor.tokenizer, processor.end_of_turn_id)
     plans = [tokens.plan(utt, task) for utt in utts]
     guesses = [first_guesses(plan, initial) for plan in plans]
     values: list[list[int]] = [[] for _ in plans]
     expected: list[list[float]] = [[] for _ in plans]
+    passes = [0] * len(plans)  # the passes each row took to converge
     with torch.inference_mode():
         state = CachedRows(model, processor)
         hidden = state.prefill(batch, [plan.stretches[0] for plan in plans])
@@ -120,6 +125,7 @@ def decode(model, processor, batch: dict, utts: Sequence[Utterance], task: Task,
             for i, r in enumerate(rows):
                 fixed, current, starts, sides = layout[i]
                 plan = plans[r]
+                passes[r] += 1
                 changed = None
                 for k in range(fixed, len(plan.slots)):
                     def logits_at(path, k=k):
@@ -146,4 +152,6 @@ def decode(model, processor, batch: dict, utts: Sequence[Utterance], task: Task,
             if keep and len(still) < len(rows):
                 state.keep_rows(keep)
             rows = still
-    return [decoded_row(tokens, task, plan, v, e) for plan, v, e in zip(plans, values, expected)]
+    # A row's sequential model calls alone: the prefill and its passes.
+    return [dict(decoded_row(tokens, task, plan, v, e), calls=1 + n)
+            for plan, v, e, n in zip(plans, values, expected, passes)]

@@ -97,4 +97,7 @@ def decode(model, processor, batch: dict, utts: Sequence[Utterance], task: Task,
                 state.positions[r] += kept
                 chunks[r] = ids[kept:] + plans[r].stretches[k + 1]
             hidden = state.last(state.feed(chunks), chunks)
-    return [decoded_row(tokens, task, plan, v, e) for plan, v, e in zip(plans, values, expected)]
+    # A row's sequential model calls alone: the prefill, a chunk per slot, a probe where it has side tokens.
+    return [dict(decoded_row(tokens, task, plan, v, e),
+                 calls=1 + len(plan.tries) + sum(bool(trie.side_paths) for trie in plan.tries))
+            for plan, v, e in zip(plans, values, expected)]

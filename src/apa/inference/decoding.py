@@ -70,12 +70,15 @@ def model_device_dtype(model):
 
 @dataclass
 class DecodeStats:
-    """What decoding a batch cost: sequential model calls (a prefill and the passes, or one
-    call per slot or per token)."""
+    """What decoding cost: sequential model calls (a prefill and the passes, or one call per
+    slot or per token) and token positions processed (padding included), per batch; and per
+    row, the calls a row would need alone (when the decoder reports it)."""
 
     batches: int = 0
     model_calls: int = 0
     calls_per_batch: list[int] = field(default_factory=list)
+    tokens_per_batch: list[int] = field(default_factory=list)
+    calls_per_row: list[int] = field(default_factory=list)
 
 
 @contextmanager
@@ -84,14 +87,18 @@ def calling_between(model, processor, between_calls: Callable[[], None] | None) 
     count) and run ``between_calls()`` before each. A forward pre-hook on the backbone's text
     model reaches every decoder (constrained and free) without changing them; an exception
     raised there stops a batch within one call."""
-    calls = [0]
+    calls = [0, 0]  # model calls, token positions
 
-    def before_call(module, args):
+    def before_call(module, args, kwargs):
         if between_calls is not None:
             between_calls()
         calls[0] += 1
+        inputs = kwargs.get("inputs_embeds")
+        inputs = inputs if inputs is not None else kwargs.get("input_ids", args[0] if args else None)
+        if inputs is not None:
+            calls[1] += int(inputs.shape[0]) * int(inputs.shape[1])
 
-    handle = processor.text_model(model).register_forward_pre_hook(before_call)
+    handle = processor.text_model(model).register_forward_pre_hook(before_call, with_kwargs=True)
     try:
         yield calls
     finally:
@@ -101,22 +108,26 @@ def calling_between(model, processor, between_calls: Callable[[], None] | None) 
 def decode_batch(model, processor, utts: Sequence[Utterance], task: Task,
                  audios: Sequence[np.ndarray] | None = None, max_new_tokens: int | None = None,
                  decoding: str = "free", between_calls: Callable[[], None] | None = None,
-                 stats: DecodeStats | None = None) -> list[dict]:
+                 stats: DecodeStats | None = None, **decoder_options) -> list[dict]:
     """Decoder results for one batch of utterances (all decoded together, left-padded).
 
     ``between_calls``, when given, runs before each sequential model call (see
     calling_between): it may wait, or raise to abandon the batch. ``stats`` adds up the
-    batch's model calls."""
+    batch's model calls and tokens. ``decoder_options`` go to the decoder (the parallel
+    decoder's ``initial`` guesses)."""
     decoder = DECODERS[resolve_decoding(decoding)]
     batch = build_generation_batch(processor, utts, task, audios=audios)
     device, dtype = model_device_dtype(model)
     batch = move_to(batch, device, dtype)
     with calling_between(model, processor, between_calls) as calls:
-        results = decoder(model, processor, batch, utts, task, max_new_tokens)
+        results = decoder(model, processor, batch, utts, task, max_new_tokens, **decoder_options)
+    row_calls = [row.pop("calls") for row in results if "calls" in row]
     if stats is not None:
         stats.batches += 1
         stats.model_calls += calls[0]
         stats.calls_per_batch.append(calls[0])
+        stats.tokens_per_batch.append(calls[1])
+        stats.calls_per_row += row_calls
     return results
 
 

@@ -15,7 +15,8 @@ from typing import Iterator, Sequence
 from apa.data.manifest import Utterance
 from apa.backbones.base import unwrap
 from apa.targets import ScoreSet, format_scores
-from apa.tasks import SCORE_RANGE, Task
+from apa.data.manifest import SCORE_RANGE
+from apa.tasks import Task
 
 
 def widest_scores(utt: Utterance, task: Task) -> ScoreSet:
@@ -44,9 +45,11 @@ def greedy_generation_config(processor, max_new_tokens: int):
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in stop:
         stop.append(tokenizer.eos_token_id)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
+    # Sampling fields are left unset: with the checkpoint's config kept out of the call
+    # (checkpoint_generation_defaults_ignored) they take transformers' defaults, which greedy
+    # search never reads; the penalties are neutral by value.
     return GenerationConfig(
-        do_sample=False, num_beams=1, max_new_tokens=int(max_new_tokens), min_new_tokens=0, min_length=0,
-        temperature=1.0, top_k=0, top_p=1.0, typical_p=1.0, repetition_penalty=1.0,
+        do_sample=False, num_beams=1, max_new_tokens=int(max_new_tokens), repetition_penalty=1.0,
         encoder_repetition_penalty=1.0, length_penalty=1.0, no_repeat_ngram_size=0,
         encoder_no_repeat_ngram_size=0, renormalize_logits=False, remove_invalid_values=False,
         eos_token_id=stop, pad_token_id=pad, use_cache=True, num_return_sequences=1)

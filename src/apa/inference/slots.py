@@ -29,7 +29,8 @@ from typing import Callable, Sequence
 
 from apa.data.manifest import Utterance
 from apa.targets import ScoreSet, Slot, format_scores, response_template
-from apa.tasks import STRESS_VALUES, Task
+from apa.data.manifest import STRESS_VALUES
+from apa.tasks import Task
 
 SCORE_VALUES = tuple(range(11))
 END = -1  # the candidate "the value ends here"

@@ -82,6 +82,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     from apa.backbones.loading import load_model_and_processor
     from apa.backbones.lora import add_lora
     from apa.data.lexicon import corpus_lexicon, write_lexicon
+    from apa.targets import value_modes
     from apa.tasks import get_task
     from apa.training.data import epoch_batches, epoch_examples, load_sources, steps_per_epoch
     from apa.training.objectives import make_objective
@@ -210,9 +211,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             processor.save_pretrained(weights)
         # the pronunciations the model was trained with travel with it (apa score / serve read them)
         write_lexicon(corpus_lexicon(u for s in sources for u in s.utterances), weights)
+        # the training set's most frequent value per field: the parallel decoder's first guesses
+        guesses = value_modes((u for s in sources for u in s.utterances), get_task(config.task))
         (weights / "apa_run.json").write_text(json.dumps(
             {"task": config.task, "method": config.method, "base_model": config.model, "steps": state.step,
-             "full_finetune": config.full_finetune}, indent=2))
+             "full_finetune": config.full_finetune,
+             "first_guesses": {f"{level} {aspect}": value for (level, aspect), value in guesses.items()}}, indent=2))
         print(f"{weights.name} saved to {weights}", file=sys.stderr)
     procs.barrier()
     return weights

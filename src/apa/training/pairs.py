@@ -50,7 +50,8 @@ import numpy as np
 from apa.data.manifest import Utterance
 from apa.errors import ApaError
 from apa.targets import MissingScore, ScoreSet, format_scores, reference_scores, round_half_up
-from apa.tasks import SCORE_RANGE, STRESS_VALUES, Task, get_task
+from apa.data.manifest import SCORE_RANGE, STRESS_VALUES
+from apa.tasks import Task, get_task
 from apa.training.slopes import Slopes
 
 MAGNITUDES = (2, 3, 4)
