@@ -244,6 +244,7 @@ class GraniteSpeech(Processor):
     lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     # the conformer's attention (to_q, to_kv, to_out) and feed-forward (up_proj, down_proj)
     audio_lora_targets = ("to_q", "to_kv", "to_out", "up_proj", "down_proj")
+    has_window = False  # block attention over any length
 
     def __init__(self, hf_processor):
         super().__init__(hf_processor.tokenizer, hf_processor.audio_processor)

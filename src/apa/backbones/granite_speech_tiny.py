@@ -36,20 +36,20 @@ REAL_CONFIG = dict(audio_token_index=49159, has_lora_adapter=True, downsample_ra
                    tie_word_embeddings=True, initializer_range=0.02)
 # The real speech adapter is r=64 on q_proj/v_proj; the tiny one keeps the layers, not the rank.
 TINY_SPEECH_LORA = dict(r=4, lora_alpha=8)
-# Shrunk sizes: (encoder, projector, text model) overrides of the real config. "tiny" (~0.25M
-# parameters): tests and the demo; "small" (~1M) and "base" (~40M): training from scratch.
+# Shrunk sizes: (encoder, projector, text model) overrides of the real config. "tiny" (0.26M
+# parameters): tests and the demo; "small" (0.88M) and "base" (47M): training from scratch.
 TINY_SIZES: dict[str, tuple[dict, dict, dict]] = {
     "tiny": (dict(num_layers=2, hidden_dim=32, num_heads=2, dim_head=16),
              dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128,
                   encoder_hidden_size=32),
              dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                   intermediate_size=128)),
-    "small": (dict(num_layers=2, hidden_dim=96, num_heads=4, dim_head=24),
-              dict(hidden_size=96, num_hidden_layers=1, num_attention_heads=4, intermediate_size=384,
-                   encoder_hidden_size=96),
+    "small": (dict(num_layers=2, hidden_dim=64, num_heads=4, dim_head=16),
+              dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=4, intermediate_size=256,
+                   encoder_hidden_size=64),
               dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                    intermediate_size=384)),
-    "base": (dict(num_layers=6, hidden_dim=384, num_heads=6, dim_head=64),
+    "base": (dict(num_layers=4, hidden_dim=384, num_heads=6, dim_head=64),
              dict(hidden_size=384, num_hidden_layers=2, num_attention_heads=6, intermediate_size=1536,
                   encoder_hidden_size=384),
              dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4,
