@@ -14,6 +14,7 @@ BACKBONES = {
     "qwen2-audio": "apa.backbones.qwen2_audio:Qwen2Audio",
     "qwen2.5-omni": "apa.backbones.qwen2_5_omni:Qwen2_5Omni",
     "phi4-mm": "apa.backbones.phi4_mm:Phi4MM",
+    "granite-speech": "apa.backbones.granite_speech:GraniteSpeech",
 }
 DEFAULT_BACKBONE = "qwen2-audio"
 
