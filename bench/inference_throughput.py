@@ -96,8 +96,7 @@ class Bench:
         clip = inputs.speech_like_clip(args.audio_seconds, args.seed)
         sample = inputs.sample_row(self.processor, self.task, clip, self.utt, args.prompt_tokens, args.target_tokens)
         self.prompt = {"input_ids": sample["prompt_ids"], "attention_mask": torch.ones_like(sample["prompt_ids"]),
-                       "input_features": sample["input_features"],
-                       "feature_attention_mask": sample["feature_attention_mask"]}
+                       **sample["audio"]}
         self.n_audio = inputs.count_audio_tokens(sample, self.processor)
         response = format_scores(self.utt, self.task) + self.processor.end_of_turn
         # The template's length: what constrained decoding writes and generate is forced to write.
@@ -119,7 +118,7 @@ class Bench:
     def batch(self, batch_size: int) -> dict:
         from apa.collate import move_to
 
-        rows = inputs.repeat_rows(self.prompt, batch_size, list(self.prompt))
+        rows = inputs.repeat_rows(self.prompt, batch_size)
         return move_to(rows, self.device, dtype=self.dtype)
 
     def naive(self, batch: dict, cache: str, new_tokens: int | None = None) -> list[int]:

@@ -152,8 +152,8 @@ def sample_row(processor, task, clip: np.ndarray, utt, prompt_tokens: int, targe
     the audio expanded to its tokens, real response, labels on the response only), then the
     prompt text and the response are resized: the prompt as in ``_resized_prompt``, the
     response by cutting or repeating its score text before its end-of-turn token.
-    Keys: input_ids, attention_mask, labels, input_features, feature_attention_mask, and
-    prompt_ids (the prompt alone, for generation)."""
+    Keys: input_ids, attention_mask, labels, prompt_ids (the prompt alone, for generation),
+    and under "audio" the backbone's own audio inputs (its processor's names and shapes)."""
     import torch
 
     from apa.collate import IGNORE_INDEX, build_training_batch
@@ -168,14 +168,15 @@ def sample_row(processor, task, clip: np.ndarray, utt, prompt_tokens: int, targe
     row = prompt + response
     return {"input_ids": torch.tensor([row]), "attention_mask": torch.ones(1, len(row), dtype=torch.long),
             "labels": torch.tensor([[IGNORE_INDEX] * len(prompt) + response]),
-            "input_features": batch["input_features"], "feature_attention_mask": batch["feature_attention_mask"],
-            "prompt_ids": torch.tensor([prompt])}
+            "prompt_ids": torch.tensor([prompt]),
+            "audio": {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels")}}
 
 
-def repeat_rows(sample: dict, batch_size: int, keys: Sequence[str]) -> dict:
-    """``batch_size`` copies of a one-row batch (equal lengths: no padding)."""
-    return {k: sample[k].repeat(batch_size, *([1] * (sample[k].dim() - 1))) for k in keys}
+def repeat_rows(rows: dict, batch_size: int) -> dict:
+    """``batch_size`` copies of a one-row batch (equal lengths: no padding); every tensor's
+    first dimension is its rows (or clips: one per row)."""
+    return {k: v.repeat(batch_size, *([1] * (v.dim() - 1))) if hasattr(v, "repeat") else v for k, v in rows.items()}
 
 
 def count_audio_tokens(sample: dict, processor) -> int:
-    return int((sample["input_ids"][0] == processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>")).sum())
+    return int((sample["input_ids"][0] == processor.audio_token_id).sum())

@@ -123,8 +123,8 @@ class Bench:
         from apa.training.objectives import Sft
 
         self.set_checkpointing(checkpointing)
-        keys = ("input_ids", "attention_mask", "labels", "input_features", "feature_attention_mask")
-        batch = inputs.repeat_rows(self.sample, batch_size, keys)
+        text = {k: self.sample[k] for k in ("input_ids", "attention_mask", "labels")}
+        batch = inputs.repeat_rows({**text, **self.sample["audio"]}, batch_size)
         optimizer = torch.optim.AdamW(self.trainable, lr=LEARNING_RATE)
         if path == "naive":
             moved = move_to(batch, self.device, dtype=self.dtype)

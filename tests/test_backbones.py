@@ -217,3 +217,22 @@ def test_score_and_serve_answer(name, backbone_dirs, utterances, capsys):
                                    data={"text": utterances[0].text})
     assert response.status_code == 200, response.text
     assert response.json()["sentence"]["total"]["score"] is not None
+
+
+# Parameters of each release as loaded (billions, README's backbone table): Qwen2-Audio 8.40B,
+# the Omni thinker 8.93B (the 10.7B release less its talker and token2wav), Phi-4-multimodal
+# 4.74B with its 0.46B speech LoRA merged in place, Granite-Speech 3.3 2B 3.01B.
+RELEASE_BILLIONS = {"qwen2-audio": 8.40, "qwen2.5-omni": 8.93, "phi4-mm": 4.74, "granite-speech": 3.01}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_real_shape_has_the_release_parameter_count(name):
+    """The benchmarks' real-shape model (built on the meta device: no memory) has the release's
+    size, and with ``layers`` its text model keeps that many layers."""
+    cls = backbone_class(name)
+    _, processor = cls.make_tiny()
+    model = cls.real_shape_model(processor, None, "meta", torch.bfloat16)
+    assert round(sum(p.numel() for p in model.parameters()) / 1e9, 2) == RELEASE_BILLIONS[name]
+    assert model.get_output_embeddings().weight.shape[0] >= len(processor.tokenizer)
+    short = cls.real_shape_model(processor, 1, "meta", torch.bfloat16)
+    assert len(processor.text_model(short).layers) == 1

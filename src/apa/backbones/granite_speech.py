@@ -335,6 +335,12 @@ class GraniteSpeech(Processor):
         return tiny_config(size, window_seconds)
 
     @classmethod
+    def real_shape_model(cls, processor: "GraniteSpeech", layers: int | None, device, dtype, seed: int = 0):
+        from apa.backbones.granite_speech_tiny import real_shape_model
+
+        return real_shape_model(processor, layers, device, dtype, seed)
+
+    @classmethod
     def make_tiny(cls, seed: int = 0, size: str = "tiny", window_seconds: int | None = None):
         from apa.backbones.granite_speech_tiny import make_tiny
 

@@ -126,6 +126,29 @@ def _base(cls, seed: int, size: str, window_seconds: int | None):
     return model, cls(hf_processor)
 
 
+def real_shape_model(processor, layers: int | None, device, dtype, seed: int = 0):
+    """Granite-Speech 3.3 2B at its real dimensions, speech adapter merged and logits scaled as
+    ``load`` gives it; with ``layers``, the encoder and the text model keep their first
+    ``layers`` layers (the projector keeps its two)."""
+    import torch
+    from transformers import GenerationConfig, GraniteSpeechConfig, GraniteSpeechForConditionalGeneration
+
+    encoder, text = dict(REAL_ENCODER_CONFIG), dict(REAL_TEXT_CONFIG)
+    if layers:
+        encoder["num_layers"], text["num_hidden_layers"] = layers, layers
+    eot = processor.tokenizer.convert_tokens_to_ids(END_OF_TEXT)
+    config = GraniteSpeechConfig(**dict(REAL_CONFIG, has_lora_adapter=False, encoder_config=encoder,
+                                        projector_config=REAL_PROJECTOR_CONFIG,
+                                        text_config=dict(text, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot),
+                                        audio_token_index=processor.tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)))
+    torch.manual_seed(seed)
+    with torch.device(device):  # built where it runs, in its dtype: no float32 copy in host memory
+        model = GraniteSpeechForConditionalGeneration._from_config(config, dtype=dtype)
+    model.generation_config = GenerationConfig(bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, do_sample=False)
+    scale_logits(model)
+    return model.eval()
+
+
 def _with_speech_adapter(model, seed: int):
     """``model`` wrapped in a random speech LoRA (a PeftModel; the layers are injected in place)."""
     from peft import LoraConfig, get_peft_model

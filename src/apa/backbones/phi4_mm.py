@@ -255,6 +255,12 @@ class Phi4MM(Processor):
         return tiny_configs(size, window_seconds)
 
     @classmethod
+    def real_shape_model(cls, processor: "Phi4MM", layers: int | None, device, dtype, seed: int = 0):
+        from apa.backbones.phi4_mm_tiny import real_shape_model
+
+        return real_shape_model(processor, layers, device, dtype, seed)
+
+    @classmethod
     def make_tiny(cls, seed: int = 0, size: str = "tiny", window_seconds: int | None = None):
         """A random model of ``size`` (speech LoRA merged, as ``load`` gives it) and its processor."""
         from apa.backbones.phi4_mm_tiny import make_tiny

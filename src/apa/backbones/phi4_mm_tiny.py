@@ -73,6 +73,13 @@ TINY_SIZES: dict[str, tuple[dict, dict]] = {
 TINY_VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2)
 
 
+def with_rope(text: dict) -> dict:
+    """``text`` with longrope parameters for its head size (stand-in factors, see above)."""
+    rotary = int(text["hidden_size"] // text["num_attention_heads"] * REAL_ROPE["partial_rotary_factor"])
+    return dict(text, rope_parameters=dict(REAL_ROPE, short_factor=[1.0] * (rotary // 2),
+                                           long_factor=[1.5] * (rotary // 2)))
+
+
 def tiny_configs(size: str = "tiny", window_seconds: int | None = None) -> tuple[dict, dict]:
     """(audio encoder config, text config) of a tiny model of ``size``. Phi-4 hears any length,
     so there is no window to set."""
@@ -81,10 +88,7 @@ def tiny_configs(size: str = "tiny", window_seconds: int | None = None) -> tuple
         raise ApaError(f"phi4-mm has no audio window to set (got {window_seconds!r} s): it hears clips of any "
                        "length, in 40 s windows inside its encoder; leave out --window")
     audio_sizes, text_sizes = TINY_SIZES[size]
-    text = dict(REAL_TEXT_CONFIG, **text_sizes)
-    rotary = int(text["hidden_size"] // text["num_attention_heads"] * REAL_ROPE["partial_rotary_factor"])
-    text["rope_parameters"] = dict(REAL_ROPE, short_factor=[1.0] * (rotary // 2), long_factor=[1.5] * (rotary // 2))
-    return dict(REAL_AUDIO_CONFIG, **audio_sizes), text
+    return dict(REAL_AUDIO_CONFIG, **audio_sizes), with_rope(dict(REAL_TEXT_CONFIG, **text_sizes))
 
 
 def tiny_tokenizer(backbone):
@@ -113,19 +117,12 @@ def tiny_tokenizer(backbone):
 def _base(backbone, seed: int, size: str, window_seconds: int | None):
     """(random base model without the speech LoRA, processor)."""
     import torch
-    from transformers import (GenerationConfig, Phi4MultimodalConfig, Phi4MultimodalFeatureExtractor,
-                              Phi4MultimodalForCausalLM)
+    from transformers import Phi4MultimodalFeatureExtractor, Phi4MultimodalForCausalLM
 
     audio_config, text_config = tiny_configs(size, window_seconds)
     tokenizer = tiny_tokenizer(backbone)
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t, _ in SPECIAL_TOKENS}
-    eos = [ids["<|endoftext|>"], ids["<|end|>"]]
-    text_config.update(vocab_size=len(tokenizer), bos_token_id=ids["<|endoftext|>"], eos_token_id=eos,
-                       pad_token_id=ids["<|endoftext|>"])
-    config = Phi4MultimodalConfig(**text_config,
-                                  audio_config=dict(audio_config, audio_token_id=ids["<|audio|>"]),
-                                  vision_config=dict(REAL_VISION_CONFIG, **TINY_VISION,
-                                                     image_token_id=ids["<|image|>"]))
+    config = _config(tokenizer, audio_config, dict(text_config, vocab_size=len(tokenizer)),
+                     dict(REAL_VISION_CONFIG, **TINY_VISION))
     with seeded(seed):
         model = Phi4MultimodalForCausalLM(config).float().eval()
         # As in Qwen2Audio.make_tiny: a random head of std 0.02 caps the logits near +-1.3, which
@@ -133,10 +130,47 @@ def _base(backbone, seed: int, size: str, window_seconds: int | None):
         # embeddings scale too, which the first RMSNorm absorbs.)
         with torch.no_grad():
             model.lm_head.weight.normal_(0.0, 0.3)
-    model.generation_config = GenerationConfig(bos_token_id=ids["<|endoftext|>"], eos_token_id=eos,
-                                               pad_token_id=ids["<|endoftext|>"], do_sample=False)
+    model.generation_config = _generation_config(tokenizer)
     feature_extractor = Phi4MultimodalFeatureExtractor(**REAL_FEATURE_EXTRACTOR)
     return model, backbone(tokenizer, feature_extractor)
+
+
+def _config(tokenizer, audio_config: dict, text_config: dict, vision_config: dict):
+    """Phi4MultimodalConfig of these parts with ``tokenizer``'s token ids."""
+    from transformers import Phi4MultimodalConfig
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t, _ in SPECIAL_TOKENS}
+    return Phi4MultimodalConfig(**dict(text_config, bos_token_id=ids["<|endoftext|>"],
+                                       eos_token_id=[ids["<|endoftext|>"], ids["<|end|>"]],
+                                       pad_token_id=ids["<|endoftext|>"]),
+                                audio_config=dict(audio_config, audio_token_id=ids["<|audio|>"]),
+                                vision_config=dict(vision_config, image_token_id=ids["<|image|>"]))
+
+
+def _generation_config(tokenizer):
+    from transformers import GenerationConfig
+
+    ids = tokenizer.convert_tokens_to_ids
+    return GenerationConfig(bos_token_id=ids("<|endoftext|>"), eos_token_id=[ids("<|endoftext|>"), ids("<|end|>")],
+                            pad_token_id=ids("<|endoftext|>"), do_sample=False)
+
+
+def real_shape_model(processor, layers: int | None, device, dtype, seed: int = 0):
+    """Phi-4-multimodal at its real dimensions, speech LoRA merged as ``load`` gives it (so no
+    adapter layers), vision encoder included; with ``layers``, every encoder and the text model
+    keep their first ``layers`` layers."""
+    import torch
+    from transformers import Phi4MultimodalForCausalLM
+
+    audio, text, vision = dict(REAL_AUDIO_CONFIG), with_rope(REAL_TEXT_CONFIG), dict(REAL_VISION_CONFIG)
+    if layers:
+        audio["num_blocks"], text["num_hidden_layers"], vision["num_hidden_layers"] = layers, layers, layers
+    config = _config(processor.tokenizer, audio, text, vision)
+    torch.manual_seed(seed)
+    with torch.device(device):  # built where it runs, in its dtype: no float32 copy in host memory
+        model = Phi4MultimodalForCausalLM._from_config(config, dtype=dtype)
+    model.generation_config = _generation_config(processor.tokenizer)
+    return model.eval()
 
 
 def _with_speech_lora(processor, model, seed: int):

@@ -288,14 +288,8 @@ class Qwen2_5Omni(Processor):
                                             chunk_length=window_seconds, n_fft=400, padding_value=0.0, dither=0.0,
                                             return_attention_mask=True, padding_side="right")
         text_config.update(vocab_size=len(tokenizer))
-        thinker = dict(REAL_THINKER_SETTINGS, audio_config=audio_config, text_config=text_config,
-                       vision_config=dict(REAL_VISION_CONFIG, **TINY_VISION, out_hidden_size=text_config["hidden_size"]),
-                       audio_token_index=ids["<|AUDIO|>"], image_token_index=ids["<|IMAGE|>"],
-                       video_token_index=ids["<|VIDEO|>"], audio_start_token_id=ids["<|audio_bos|>"],
-                       audio_end_token_id=ids["<|audio_eos|>"], vision_start_token_id=ids["<|vision_bos|>"],
-                       vision_end_token_id=ids["<|vision_eos|>"], vision_token_id=ids["<|vision_pad|>"],
-                       user_token_id=tokenizer.convert_tokens_to_ids("user"), bos_token_id=ids["<|im_start|>"],
-                       eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+        vision_config = dict(REAL_VISION_CONFIG, **TINY_VISION, out_hidden_size=text_config["hidden_size"])
+        thinker = cls.thinker_config(tokenizer, audio_config, text_config, vision_config)
         with talker_checks_quiet():  # the release has no talker either when enable_audio_output is off
             config = Qwen2_5OmniConfig(thinker_config=thinker, enable_audio_output=False)
         with seeded(seed):
@@ -306,6 +300,38 @@ class Qwen2_5Omni(Processor):
                                       do_sample=False)
         release.generation_config = release.thinker.generation_config = generation
         return release, cls(tokenizer, extractor)
+
+    @staticmethod
+    def thinker_config(tokenizer, audio_config: dict, text_config: dict, vision_config: dict) -> dict:
+        """The release's thinker_config with these parts and ``tokenizer``'s token ids."""
+        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+        return dict(REAL_THINKER_SETTINGS, audio_config=audio_config, text_config=text_config,
+                    vision_config=vision_config, audio_token_index=ids["<|AUDIO|>"], image_token_index=ids["<|IMAGE|>"],
+                    video_token_index=ids["<|VIDEO|>"], audio_start_token_id=ids["<|audio_bos|>"],
+                    audio_end_token_id=ids["<|audio_eos|>"], vision_start_token_id=ids["<|vision_bos|>"],
+                    vision_end_token_id=ids["<|vision_eos|>"], vision_token_id=ids["<|vision_pad|>"],
+                    user_token_id=tokenizer.convert_tokens_to_ids("user"), bos_token_id=ids["<|im_start|>"],
+                    eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+
+    @classmethod
+    def real_shape_model(cls, processor: "Qwen2_5Omni", layers: int | None, device, dtype, seed: int = 0):
+        """The thinker at its real dimensions (vision encoder included, as loaded; with ``layers``
+        every encoder and the text model keep their first ``layers`` layers)."""
+        import torch
+        from transformers import GenerationConfig, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+
+        audio, text, vision = dict(REAL_AUDIO_CONFIG), dict(REAL_TEXT_CONFIG), dict(REAL_VISION_CONFIG)
+        if layers:
+            audio["encoder_layers"], text["num_hidden_layers"] = layers, layers
+            vision.update(depth=layers, fullatt_block_indexes=[layers - 1])
+        config = Qwen2_5OmniThinkerConfig(**cls.thinker_config(processor.tokenizer, audio, text, vision))
+        torch.manual_seed(seed)
+        with torch.device(device):  # built where it runs, in its dtype: no float32 copy in host memory
+            model = Qwen2_5OmniThinkerForConditionalGeneration._from_config(config, dtype=dtype)
+        ids = processor.tokenizer.convert_tokens_to_ids
+        model.generation_config = GenerationConfig(eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"),
+                                                   do_sample=False)
+        return model.eval()
 
     @classmethod
     def make_tiny(cls, seed: int = 0, size: str = "tiny", window_seconds: int | None = None):
