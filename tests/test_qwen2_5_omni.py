@@ -19,7 +19,7 @@ from apa.backbones.loading import load_model_and_processor
 from apa.backbones.qwen2_5_omni import (CHAT_TEMPLATE, REAL_AUDIO_CONFIG, REAL_TEXT_CONFIG, SPECIAL_TOKENS,
                                         TINY_SIZES, Qwen2_5Omni)
 from apa.cli import main
-from apa.collate import build_generation_batch, build_training_batch, load_audios, prompt_text
+from apa.collate import build_generation_batch, build_training_batch, prompt_text
 from apa.errors import ApaError
 from apa.inference.cached_rows import CachedRows
 from apa.tasks import TASKS

@@ -62,15 +62,12 @@ def test_a_short_request_overtakes_a_running_long_one(tiny_processor, clip):
 
 def test_batches_hold_requests_of_similar_cost(tiny_processor):
     from apa.inference.score import Recording, text_to_reference
-    from apa.serve.scheduler import Lane, Scheduler
+    from apa.serve.scheduler import Job, Lane, Scheduler
 
     async def take():
         scheduler = Scheduler(lambda *a: [], max_batch=8)
         lane = Lane("short", True)
         for cost in (40, 90, 30, 70, 21, 19):
-            job = scheduler.Job if False else None  # noqa: F841 (keeps the line readable)
-            from apa.serve.scheduler import Job
-
             lane.waiting.append(Job(Recording(np.zeros(1), text_to_reference("a").utt), "multi", cost,
                                     asyncio.get_running_loop().create_future()))
         return [job.cost for job in scheduler._take_batch(lane)], [job.cost for job in lane.waiting]
