@@ -236,3 +236,28 @@ def test_the_real_shape_has_the_release_parameter_count(name):
     assert model.get_output_embeddings().weight.shape[0] >= len(processor.tokenizer)
     short = cls.real_shape_model(processor, 1, "meta", torch.bfloat16)
     assert len(processor.text_model(short).layers) == 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_command_runs_with_the_backbone(name, corpus_manifest, tmp_path):
+    """tiny-model -> train (simpo, dpo: the preference objectives; sft is tested above) ->
+    predict (constrained, free) -> evaluate, through the CLI, on the 4-clip corpus."""
+    root = Path(__file__).resolve().parents[1]
+    model = tmp_path / "model"
+    assert main(["tiny-model", str(model), "--backbone", name]) == 0
+    for method in ("simpo", "dpo"):
+        out = tmp_path / method
+        assert main(["train", "--config", str(root / "configs" / f"smoke_{method}.yaml"), "--no-progress",
+                     f"model={model}", f"train={corpus_manifest}", f"output_dir={out}", "task=word_sentence",
+                     "epochs=1", "batch_size=2", "grad_accum=1", "save_every=0"]) == 0
+        assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    for decoding in ("constrained", "free"):
+        pred = tmp_path / f"{decoding}.jsonl"
+        assert main(["predict", "--model", str(model), "--adapter", str(tmp_path / "dpo" / "adapter"),
+                     "--data", str(corpus_manifest), "--task", "word_sentence", "--out", str(pred),
+                     "--decoding", decoding, "--device", "cpu", "--no-progress"]) == 0
+        assert len(pred.read_text().splitlines()) == 4
+        assert main(["evaluate", "--pred", str(pred), "--ref", str(corpus_manifest), "--task", "word_sentence",
+                     "--out", str(tmp_path / f"eval_{decoding}"), "--bootstrap", "0", "--no-plots"]) == 0
+        metrics = json.loads((tmp_path / f"eval_{decoding}" / "metrics.json").read_text())
+        assert metrics["n_utterances"] == 4
