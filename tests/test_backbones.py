@@ -223,6 +223,9 @@ def test_score_and_serve_answer(name, backbone_dirs, utterances, capsys):
 # the Omni thinker 8.93B (the 10.7B release less its talker and token2wav), Phi-4-multimodal
 # 4.74B with its 0.46B speech LoRA merged in place, Granite-Speech 3.3 2B 3.01B.
 RELEASE_BILLIONS = {"qwen2-audio": 8.40, "qwen2.5-omni": 8.93, "phi4-mm": 4.74, "granite-speech": 3.01}
+# LoRA r=8 on the language model's seven projections (README): r x (in + out) per layer matched.
+LORA_R8 = {"qwen2-audio": 19_988_480, "qwen2.5-omni": 20_185_088, "phi4-mm": 11_534_336,
+           "granite-speech": 14_090_240}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -234,6 +237,9 @@ def test_the_real_shape_has_the_release_parameter_count(name):
     model = cls.real_shape_model(processor, None, "meta", torch.bfloat16)
     assert round(sum(p.numel() for p in model.parameters()) / 1e9, 2) == RELEASE_BILLIONS[name]
     assert model.get_output_embeddings().weight.shape[0] >= len(processor.tokenizer)
+    targets = re.compile(processor.lora_target_regex(model))
+    assert sum(8 * (m.in_features + m.out_features) for n, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and targets.fullmatch(n)) == LORA_R8[name]
     short = cls.real_shape_model(processor, 1, "meta", torch.bfloat16)
     assert len(processor.text_model(short).layers) == 1
 
