@@ -20,7 +20,7 @@ from apa.backbones.granite_speech import (AUDIO_TOKEN, CHAT_TEMPLATE, LEADING_SP
                                           TRAILING_SPECIAL_TOKENS, GraniteSpeech, TorchMelFeatureExtractor,
                                           scale_logits, torchaudio_available)
 from apa.backbones.granite_speech_tiny import (REAL_ENCODER_CONFIG, REAL_PROJECTOR_CONFIG, REAL_TEXT_CONFIG,
-                                               TINY_SIZES, mup_multipliers, tiny_config)
+                                               TINY_SIZES, mup_multipliers, tiny_configs)
 from apa.backbones.loading import load_model_and_processor
 from apa.errors import ApaError
 
@@ -282,7 +282,7 @@ def test_lora_regex_keeps_off_the_encoders_layers_of_the_same_names(granite_dir)
 # --- the tiny builder ---------------------------------------------------------------------------------
 
 def test_tiny_configs_are_the_real_config_with_sizes_shrunk():
-    config = tiny_config("tiny")
+    config = tiny_configs("tiny")
     encoder, projector, text = TINY_SIZES["tiny"]
     assert config["encoder_config"] == dict(REAL_ENCODER_CONFIG, **encoder)
     assert config["projector_config"] == dict(REAL_PROJECTOR_CONFIG, **projector)
@@ -296,13 +296,13 @@ def test_tiny_configs_are_the_real_config_with_sizes_shrunk():
 
 
 def test_sizes_grow_and_a_window_or_bad_size_is_refused():
-    widths = [tiny_config(s)["text_config"]["hidden_size"] * tiny_config(s)["text_config"]["num_hidden_layers"]
+    widths = [tiny_configs(s)["text_config"]["hidden_size"] * tiny_configs(s)["text_config"]["num_hidden_layers"]
               for s in ("tiny", "small", "base")]
     assert widths == sorted(widths)
     with pytest.raises(ApaError, match="unknown model size"):
-        tiny_config("huge")
+        tiny_configs("huge")
     with pytest.raises(ApaError, match="no audio window.*leave out --window"):
-        tiny_config("tiny", 10)
+        tiny_configs("tiny", 10)
 
 
 def test_tiny_model_is_deterministic():

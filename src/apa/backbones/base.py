@@ -223,16 +223,41 @@ class Processor:
         """(model, processor) from a folder or hub id (eval mode, on ``device``)."""
         raise NotImplementedError
 
+    # A family may keep its tiny builder in a module of its own (``tiny_module``), with the
+    # module-level functions tiny_configs(size, window_seconds), make_tiny(cls, seed, size,
+    # window_seconds), build_tiny(cls, out_dir, seed, size, window_seconds) and
+    # real_shape_model(processor, layers, device, dtype, seed); these classmethods call them.
+    tiny_module: ClassVar[str | None] = None
+
+    @classmethod
+    def _tiny_builder(cls):
+        import importlib
+
+        if cls.tiny_module is None:
+            raise NotImplementedError(f"{cls.__name__} has no tiny builder")
+        return importlib.import_module(cls.tiny_module)
+
     @classmethod
     def real_shape_model(cls, processor: "Processor", layers: int | None, device, dtype, seed: int = 0):
         """A model with the real checkpoint's dimensions (its first ``layers`` layers only, when
         given) and random weights, built on ``device`` in ``dtype`` (for benchmarks: random
         weights cost the arithmetic of trained ones); its vocabulary holds ``processor``'s ids."""
-        raise NotImplementedError
+        return cls._tiny_builder().real_shape_model(processor, layers, device, dtype, seed)
+
+    @classmethod
+    def tiny_configs(cls, size: str = "tiny", window_seconds: int | None = None):
+        """The configuration of a tiny model of ``size``: the real one with the sizes shrunk."""
+        return cls._tiny_builder().tiny_configs(size, window_seconds)
+
+    @classmethod
+    def make_tiny(cls, seed: int = 0, size: str = "tiny", window_seconds: int | None = None):
+        """A random model of ``size`` and its processor, in memory, as ``load`` would return
+        them from ``build_tiny``'s folder."""
+        return cls._tiny_builder().make_tiny(cls, seed, size, window_seconds)
 
     @classmethod
     def build_tiny(cls, out_dir: str | Path, seed: int = 0, size: str = "tiny",
                    window_seconds: int | None = None) -> Path:
         """Write a tiny random model of this family with its real config (sizes shrunk), chat
         template, special tokens and pre-tokenizer; returns the folder."""
-        raise NotImplementedError
+        return cls._tiny_builder().build_tiny(cls, out_dir, seed, size, window_seconds)

@@ -245,6 +245,7 @@ class GraniteSpeech(Processor):
     # the conformer's attention (to_q, to_kv, to_out) and feed-forward (up_proj, down_proj)
     audio_lora_targets = ("to_q", "to_kv", "to_out", "up_proj", "down_proj")
     has_window = False  # block attention over any length
+    tiny_module = "apa.backbones.granite_speech_tiny"  # its tiny builder and real-shape model
 
     def __init__(self, hf_processor):
         super().__init__(hf_processor.tokenizer, hf_processor.audio_processor)
@@ -326,29 +327,3 @@ class GraniteSpeech(Processor):
                            f"{cls.hub_id} --local-dir DIR) and pass --model DIR")
         scale_logits(model)
         return model, cls(processor)
-
-    # --- the tiny model (apa.backbones.granite_speech_tiny) -------------------------------------
-    @classmethod
-    def tiny_configs(cls, size: str = "tiny", window_seconds: int | None = None) -> dict:
-        from apa.backbones.granite_speech_tiny import tiny_config
-
-        return tiny_config(size, window_seconds)
-
-    @classmethod
-    def real_shape_model(cls, processor: "GraniteSpeech", layers: int | None, device, dtype, seed: int = 0):
-        from apa.backbones.granite_speech_tiny import real_shape_model
-
-        return real_shape_model(processor, layers, device, dtype, seed)
-
-    @classmethod
-    def make_tiny(cls, seed: int = 0, size: str = "tiny", window_seconds: int | None = None):
-        from apa.backbones.granite_speech_tiny import make_tiny
-
-        return make_tiny(cls, seed, size, window_seconds)
-
-    @classmethod
-    def build_tiny(cls, out_dir: str | Path, seed: int = 0, size: str = "tiny",
-                   window_seconds: int | None = None) -> Path:
-        from apa.backbones.granite_speech_tiny import build_tiny
-
-        return build_tiny(cls, out_dir, seed, size, window_seconds)

@@ -57,7 +57,7 @@ TINY_SIZES: dict[str, tuple[dict, dict, dict]] = {
 }
 
 
-def tiny_config(size: str = "tiny", window_seconds: int | None = None) -> dict:
+def tiny_configs(size: str = "tiny", window_seconds: int | None = None) -> dict:
     """Keyword arguments of GraniteSpeechConfig for a tiny model of ``size``: the real config
     with the sizes of TINY_SIZES (vocabulary and token ids are the tokenizer's, set later)."""
     check_size(size)
@@ -112,7 +112,7 @@ def _base(cls, seed: int, size: str, window_seconds: int | None):
     from transformers import GenerationConfig, GraniteSpeechConfig, GraniteSpeechForConditionalGeneration, \
         GraniteSpeechProcessor
 
-    kwargs = tiny_config(size, window_seconds)
+    kwargs = tiny_configs(size, window_seconds)
     tokenizer = tiny_tokenizer(cls)
     eot = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
     kwargs["text_config"].update(vocab_size=len(tokenizer), bos_token_id=eot, eos_token_id=eot, pad_token_id=eot)

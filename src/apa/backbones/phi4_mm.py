@@ -89,6 +89,7 @@ class Phi4MM(Processor):
     lora_targets = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
     audio_lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj")
     has_window = False  # hears any length: build_tiny takes no window_seconds (apa demo reads this)
+    tiny_module = "apa.backbones.phi4_mm_tiny"  # its tiny builder and real-shape model
 
     # --- batches ------------------------------------------------------------------------------
     def encode(self, texts: Sequence[str], audios: Sequence[np.ndarray], padding_side: str) -> dict:
@@ -246,33 +247,3 @@ class Phi4MM(Processor):
                            f"its speech LoRA; download the whole checkpoint ({cls.hub_id} --revision "
                            f"{NATIVE_REVISION}, {SPEECH_LORA}/ included) and pass --model DIR")
         return folder
-
-    # --- the tiny model -----------------------------------------------------------------------
-    @classmethod
-    def tiny_configs(cls, size: str = "tiny", window_seconds: int | None = None) -> tuple[dict, dict]:
-        from apa.backbones.phi4_mm_tiny import tiny_configs
-
-        return tiny_configs(size, window_seconds)
-
-    @classmethod
-    def real_shape_model(cls, processor: "Phi4MM", layers: int | None, device, dtype, seed: int = 0):
-        from apa.backbones.phi4_mm_tiny import real_shape_model
-
-        return real_shape_model(processor, layers, device, dtype, seed)
-
-    @classmethod
-    def make_tiny(cls, seed: int = 0, size: str = "tiny", window_seconds: int | None = None):
-        """A random model of ``size`` (speech LoRA merged, as ``load`` gives it) and its processor."""
-        from apa.backbones.phi4_mm_tiny import make_tiny
-
-        return make_tiny(cls, seed, size, window_seconds)
-
-    @classmethod
-    def build_tiny(cls, out_dir: str | Path, seed: int = 0, size: str = "tiny",
-                   window_seconds: int | None = None) -> Path:
-        """Write a random Phi-4-multimodal to ``out_dir`` laid out as the real checkpoint: base
-        weights, tokenizer, feature extractor, and a small random ``speech-lora/`` PEFT adapter.
-        See apa.backbones.phi4_mm_tiny for the sizes. Deterministic for a seed."""
-        from apa.backbones.phi4_mm_tiny import build_tiny
-
-        return build_tiny(cls, out_dir, seed, size, window_seconds)

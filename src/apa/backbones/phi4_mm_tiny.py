@@ -185,11 +185,15 @@ def _with_speech_lora(processor, model, seed: int):
 
 
 def make_tiny(backbone, seed: int = 0, size: str = "tiny", window_seconds: int | None = None):
+    """A random model of ``size`` (speech LoRA merged, as ``load`` gives it) and its processor."""
     model, processor = _base(backbone, seed, size, window_seconds)
     return merged(model, lambda m: _with_speech_lora(processor, m, seed)), processor
 
 
 def build_tiny(backbone, out_dir, seed: int = 0, size: str = "tiny", window_seconds: int | None = None) -> Path:
+    """Write a random Phi-4-multimodal to ``out_dir`` laid out as the real checkpoint: base
+    weights, tokenizer, feature extractor, and a small random ``speech-lora/`` PEFT adapter.
+    Deterministic for a seed."""
     model, processor = _base(backbone, seed, size, window_seconds)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
