@@ -1,5 +1,7 @@
-"""Memory and time of decoding hostile uploads: apa's bounded PyAV decoder against the
-naive path it replaced (libsndfile reads everything, then resampling, then the length check).
+"""Memory and time of decoding hostile uploads: apa's bounded decoder (apa.data.decode:
+libsndfile for WAV, FLAC, Ogg, MP3, PyAV for WebM and MP4, the container's facts checked
+before any sample is decoded) against the naive path it replaced (libsndfile reads
+everything, then resampling, then the length check).
 
     python bench/audio_decode_memory.py
 
