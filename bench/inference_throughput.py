@@ -101,7 +101,7 @@ class Bench:
         response = format_scores(self.utt, self.task) + self.processor.end_of_turn
         # The template's length: what constrained decoding writes and generate is forced to write.
         self.new_tokens = len(tokenizer(response, add_special_tokens=False)["input_ids"])
-        self.real_lower_bound = inputs.pretoken_count(response)
+        self.real_lower_bound = inputs.pretoken_count(tokenizer, response)
         self.slots = len(TemplateTokens(tokenizer, self.processor.end_of_turn_id).plan(self.utt, self.task).slots)
         self.warmed_up = False
 

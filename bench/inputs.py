@@ -108,16 +108,21 @@ def bench_utterance(processor, task, target_tokens: int = DEFAULT_TARGET_TOKENS)
     raise ValueError(f"cannot build an utterance with {target_tokens} response tokens")
 
 
-def pretoken_count(text: str) -> int:
-    """Qwen2 pre-tokens of ``text`` (special tokens count one each): a lower bound on the
-    REAL tokenizer's token count, equal to it when every piece is one vocabulary entry
-    (true for digits, punctuation, ordinary words; phone names like " IY" likely too)."""
-    import regex
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
-
-    special = re.compile(r"<\|[A-Za-z_]+\|>")
-    pattern = regex.compile(PRETOKENIZE_REGEX)
-    return len(special.findall(text)) + sum(len(pattern.findall(piece)) for piece in special.split(text))
+def pretoken_count(tokenizer, text: str) -> int:
+    """Pre-tokens of ``text`` under ``tokenizer``'s own pre-tokenizer (the real one: every tiny
+    tokenizer keeps its family's), special tokens one each: a lower bound on the REAL
+    tokenizer's token count, equal to it when every piece is one vocabulary entry (true for
+    digits, punctuation, ordinary words; phone names like " IY" likely too)."""
+    pre_tokenizer = tokenizer.backend_tokenizer.pre_tokenizer
+    special = re.compile("(" + "|".join(map(re.escape, tokenizer.all_special_tokens + [
+        t for t in tokenizer.get_added_vocab()])) + ")")
+    count = 0
+    for piece in special.split(text):
+        if special.fullmatch(piece):
+            count += 1
+        elif piece:
+            count += len(pre_tokenizer.pre_tokenize_str(piece))
+    return count
 
 
 def resize(ids: Sequence[int], n: int) -> list[int]:
