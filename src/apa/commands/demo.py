@@ -16,6 +16,7 @@ model, is what configs/so762_*.yaml run.
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import sys
 import time
@@ -62,13 +63,22 @@ def _data(args: argparse.Namespace, data_dir: Path) -> tuple[Path, Path]:
 def held_out_summary(metrics: dict, n_clips: int, generated: bool) -> str:
     """One honest paragraph: the held-out PCC of the expected scores, and what was learned."""
     block = metrics.get("expected", metrics)
-    parts = []
+    parts, first = [], None
     for level, aspect, label in SUMMARY_FIELDS:
         value = block.get(level, {}).get(aspect, {}).get("pcc")
         if value is not None:
             parts.append(f"{label} {value:.2f}")
+            first = first or (label, value)
     text = f"held-out PCC of the expected scores on {n_clips} clips: " + ", ".join(parts) + "."
-    if generated:
+    # Scores unrelated to the clips reach |PCC| >= 2 / sqrt(n) by chance only about 5% of the
+    # time (0.32 for 40 clips): below that, the run shows no learning and must not claim any.
+    chance = 2 / math.sqrt(max(n_clips, 1))
+    if first is None or not first[1] > chance:
+        label = first[0] if first else "no field"
+        text += (f"\nThe {label} PCC is not above {chance:.2f}, what unrelated scores reach by chance: "
+                 "this model did not learn to hear these clips in this budget. Try more --epochs; a tiny model "
+                 "of another family may need more than the default's four.")
+    elif generated:
         text += ("\nWhat the model learned is how noisy, slow, broken up and complete these generated clips "
                  "sound, which their scores were made to follow: not pronunciation. It shows that training, "
                  "decoding and evaluation work together and that the model hears the audio.")
