@@ -124,3 +124,40 @@ def test_predict_with_adapter(fresh_tiny_model, tiny_model, tiny_model_dir, corp
     base, processor = tiny_model
     without = generate_texts(base, processor, utterances[:1], TASKS["sentence_total"], max_new_tokens=6)[0]
     assert with_adapter != without
+
+
+def test_free_decoding_ignores_the_checkpoints_generation_settings(fresh_tiny_model, utterances):
+    """Greedy means greedy: sampling and repetition penalties shipped in a checkpoint's
+    generation_config.json (which would turn "10 10 10" into something else) change nothing.
+    The planted no_repeat_ngram_size=1 forbids any repeated token, so it provably changes what
+    generate writes when generate reads it: the clean greedy output repeats tokens."""
+    import torch
+
+    from apa.collate import build_generation_batch
+    from apa.inference.decoding import decode_batch
+    from apa.tasks import TASKS
+
+    model, processor = fresh_tiny_model
+    task, new = TASKS["multi"], 24
+    clean = [r["output"] for r in decode_batch(model, processor, utterances, task, decoding="free",
+                                               max_new_tokens=new)]
+    batch = build_generation_batch(processor, utterances, task)
+    with torch.no_grad():
+        greedy = model.generate(**batch, do_sample=False, max_new_tokens=new)[:, batch["input_ids"].shape[1]:]
+    pad = processor.tokenizer.pad_token_id
+
+    def repeats(row) -> bool:  # a token written twice (padding after the end does not count)
+        ids = [t for t in row.tolist() if t != pad]
+        return len(set(ids)) < len(ids)
+
+    assert any(repeats(row) for row in greedy)  # something for the penalty to forbid
+    model.generation_config.repetition_penalty = 5.0
+    model.generation_config.no_repeat_ngram_size = 1
+    with torch.no_grad():
+        penalised = model.generate(**batch, max_new_tokens=new)[:, batch["input_ids"].shape[1]:]
+    assert not any(repeats(row) for row in penalised)  # generate reads the checkpoint's settings
+    for key, value in dict(do_sample=True, temperature=5.0, top_k=3).items():
+        setattr(model.generation_config, key, value)
+    again = [r["output"] for r in decode_batch(model, processor, utterances, task, decoding="free",
+                                               max_new_tokens=new)]
+    assert again == clean
