@@ -19,8 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from apa.data.manifest import Utterance
-from apa.data.manifest import SCORE_RANGE, STRESS_VALUES
+from apa.data.manifest import SCORE_RANGE, STRESS_VALUES, Utterance
 from apa.tasks import Task
 
 LINE_HEADERS = {"sentence": "Sentence Scores:", "word": "Word Scores:", "phone": "Phone Scores:"}

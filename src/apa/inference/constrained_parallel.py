@@ -49,7 +49,7 @@ def value_starts(plan: RowPlan, values: Sequence[int]) -> tuple[list[int], list[
     return response, starts
 
 
-def first_guesses(plan: RowPlan, initial: Mapping[tuple[str, str], int] | None) -> list[int]:
+def slot_guesses(plan: RowPlan, initial: Mapping[tuple[str, str], int] | None) -> list[int]:
     guesses = []
     for slot, trie in zip(plan.slots, plan.tries):
         guess = (initial or {}).get((slot.level, slot.aspect), DEFAULT_GUESS)
@@ -65,10 +65,10 @@ def decode(model, processor, batch: dict, utts: Sequence[Utterance], task: Task,
     set's most frequent values a trained model carries (``processor.first_guesses``), else 10.
     Measured on the real-data proof's model: 3 calls per utterance at the median instead of 5."""
     if initial is None:
-        initial = getattr(processor, "first_guesses", None)
+        initial = processor.first_guesses
     tokens = TemplateTokens(processor.tokenizer, processor.end_of_turn_id)
     plans = [tokens.plan(utt, task) for utt in utts]
-    guesses = [first_guesses(plan, initial) for plan in plans]
+    guesses = [slot_guesses(plan, initial) for plan in plans]
     values: list[list[int]] = [[] for _ in plans]
     expected: list[list[float]] = [[] for _ in plans]
     passes = [0] * len(plans)  # the passes each row took to converge
