@@ -16,8 +16,8 @@ model, is what configs/so762_*.yaml run.
 from __future__ import annotations
 
 import argparse
-import math
 import json
+import math
 import sys
 import time
 from pathlib import Path

@@ -1,7 +1,8 @@
 """Constrained decoding in a handful of parallel passes (``--decoding constrained``, the default).
 
 The sequential decoder (apa.inference.constrained_sequential) spends two model calls per score
-slot: about 87 sequential calls for an average speechocean762 utterance of task ``multi``. On a
+slot: a median of 78 sequential calls over the speechocean762 test utterances of task ``multi``
+(bench/constrained_decoding.py, where this decoder takes 3). On a
 GPU each call is bound by reading the weights, not by arithmetic, so latency grows with the
 number of slots. This decoder finds the same values by fixed-point (Jacobi) iteration:
 

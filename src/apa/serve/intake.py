@@ -2,9 +2,9 @@
 word limit, every word pronounceable), upload (size, format, length, silence). A bad request
 is answered at once with a 4xx and never reaches the model.
 
-**The word limit (60 by default).** The service takes clips of at most 30 s (Qwen2-Audio's
-window), and learners read aloud at 100-150 words a minute, so 30 s holds 50-75 words: a
-longer text cannot have been read into one clip. Cost grows with the words (about 6 score
+**The word limit (60 by default).** Qwen2-Audio, the default backbone, hears at most 30 s
+(other families up to their window, or 60 s), and learners read aloud at 100-150 words a
+minute, so 30 s holds 50-75 words: a longer text cannot have been read into one clip. Cost grows with the words (about 6 score
 slots a word under the multi task: tokens in every parallel pass, and two sequential calls
 each for the slot-by-slot decoder), so the limit also caps what one request can take from
 the others.

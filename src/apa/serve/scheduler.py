@@ -3,8 +3,8 @@ deadlines, departed clients, a drain.
 
 The cost of a request is the number of scores its response holds (apa.inference.score.
 score_slots): the tokens a decoding pass processes grow with it (and the sequential decoder's
-calls, 2 x slots + 1), so a 60-word text costs about ten times a 6-word one. Without care, one long request holds every short
-one behind it for its whole run. So:
+calls, 2 x slots + 1), so a 60-word text costs about ten times a 6-word one. Without care,
+one long request holds every short one behind it for its whole run. So:
 
 - **Two lanes.** Requests of at most ``short_cost`` slots go to the short lane, the others to
   the long lane; each lane has its own queue, worker and model thread.
