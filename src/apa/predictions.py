@@ -130,7 +130,7 @@ def read_records(path: str | os.PathLike, repair: bool = False) -> list[dict]:
     decoded, problems = _parse_lines(path, data[:end].decode("utf-8"))
     for lineno, record in decoded:
         if not isinstance(record, dict) or "id" not in record:
-            problems.append(f"{path}:{lineno}: not a prediction record (no 'id')")
+            problems.append(f"{path}:{lineno}: not a record of apa (no 'id')")
     if problems:
         raise ApaError(f"{problems[0]}; remove the line or choose another --out")
     return [record for _, record in decoded]
@@ -174,15 +174,16 @@ def _line_of(problem: str) -> int:
     return int(number) if number.isdigit() else 0
 
 
-def append_records(f: IO[str], path: Path, records: Iterable[dict]) -> None:
-    """Append records to an open predictions file and make them durable (flush + fsync)."""
+def append_records(f: IO[str], path: Path, records: Iterable[dict], what: str = "predictions") -> None:
+    """Append records to an open file of records (predictions, evidence) and make them durable
+    (flush + fsync)."""
     lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
     try:
         f.write(lines)
         f.flush()
         os.fsync(f.fileno())
     except OSError as e:  # a full disk: earlier batches are safe, a cut line is repaired on resume
-        raise ApaError(f"cannot write predictions to {path}: {e.strerror}; free disk space and run the "
+        raise ApaError(f"cannot write {what} to {path}: {e.strerror}; free disk space and run the "
                        "same command again: finished batches are kept and skipped") from None
 
 

@@ -66,6 +66,9 @@ class Utterance:
     scores: dict[str, float] = field(default_factory=dict)
     # Folder the manifest was read from; relative audio paths are resolved against it.
     base_dir: Path | None = field(default=None, repr=False, compare=False)
+    # Acoustic evidence (apa.evidence), kept in its own file beside the manifest and attached by
+    # the commands that use it; when set, the prompt carries it (apa.prompts).
+    evidence: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def audio_path(self) -> Path:
