@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 from apa.errors import ApaError
 from apa.tasks import TASKS, Task
 
-METHOD_NAMES = {"sft": "FT", "simpo": "SimPO", "dpo": "DPO"}
+METHOD_NAMES = {"sft": "FT", "simpo": "SimPO", "dpo": "DPO", "gop-baseline": "GOP baseline"}
 ZERO_SHOT = "zero-shot"
 
 
