@@ -101,7 +101,8 @@ def test_build_result_schema_and_practice_order():
         "scores": {"accuracy": {"score": 7, "expected": 7.4}, "stress": {"score": 10, "expected": 9.8},
                    "total": {"score": 7, "expected": 7.5}},
         "phone_scores": [{"phone": "K", "score": 8, "expected": 8.1}, {"phone": "AO1", "score": 6, "expected": 6.4},
-                         {"phone": "L", "score": 9, "expected": 8.7}]}
+                         {"phone": "L", "score": 9, "expected": 8.7}],
+        "start": None, "end": None}  # no evidence given: where the word was said is unknown
     practice = result["practice"]
     assert practice["threshold"] == 8.0
     assert [(w["word"], w["expected"]) for w in practice["words"]] == [("BEAR", 6.2), ("CALL", 7.4)]

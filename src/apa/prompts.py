@@ -4,7 +4,13 @@ The comprehensive instruction is the paper's (section 2.1) word for word. The si
 prompts of the other tasks are built from the same sentences, keeping only the levels and
 aspects the task scores, and only its output-format lines; the phone sequence is given only
 to tasks that score phones. ``PROMPT_VERSION`` changes whenever any prompt text changes, and
-is saved with every run so that results can be traced to the exact prompt. The chat text
+is saved with every run so that results can be traced to the exact prompt.
+
+An utterance that carries acoustic evidence (apa.evidence: ``evidence: gop`` in a training
+config) gets the same instruction with the evidence added after the reference lines: a line
+of utterance figures, the words' goodness (0-9), and, for tasks that score phones, each
+phone's goodness in the phone sequence's order. Without evidence the prompts are the paper's,
+byte for byte; with it, the prompt version is ``EVIDENCE_PROMPT_VERSION``. The chat text
 around an instruction (system turn, audio placeholder, assistant turn) is the backbone's
 (apa.backbones.base.Processor.render).
 """
@@ -12,9 +18,13 @@ around an instruction (system turn, audio placeholder, assistant turn) is the ba
 from __future__ import annotations
 
 from apa.data.manifest import Utterance
+from apa.evidence.features import phone_levels, utterance_figures, word_levels
 from apa.tasks import Task
 
 PROMPT_VERSION = "1"
+EVIDENCE_PROMPT_VERSION = "1+gop.1"
+_EVIDENCE_INTRO = ("Acoustic evidence from a pretrained speech recogniser (goodness 0-9: 9 means the "
+                   "recogniser clearly hears the reference sound, 0 that it hears something else)")
 
 _SENTENCE_NAMES = {"accuracy": "accuracy", "fluency": "fluency", "prosody": "prosody",
                    "completeness": "completeness", "total": "a total score"}
@@ -48,8 +58,22 @@ def _capitalize(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def instruction_for(task: Task, text: str, phone_sequence: str) -> str:
-    """The instruction text of ``task`` for one reference text (and phone sequence)."""
+def prompt_version(utt: Utterance | None = None) -> str:
+    return EVIDENCE_PROMPT_VERSION if utt is not None and utt.evidence is not None else PROMPT_VERSION
+
+
+def evidence_lines(task: Task, utt: Utterance) -> list[str]:
+    """The prompt lines of ``utt``'s acoustic evidence (see the module docstring)."""
+    words = " ".join(f"{w.text} {level}" for w, level in zip(utt.words, word_levels(utt)))
+    lines = [f"{_EVIDENCE_INTRO}: {utterance_figures(utt.evidence)}.", f"Word goodness: {words}."]
+    if task.phone:
+        lines.append("Phone goodness: " + " - ".join(" ".join(levels) for levels in phone_levels(utt)) + ".")
+    return lines
+
+
+def instruction_for(task: Task, text: str, phone_sequence: str, evidence: list[str] | None = None) -> str:
+    """The instruction text of ``task`` for one reference text (and phone sequence), with the
+    lines of acoustic evidence after the reference lines when given."""
     levels = list(task.levels)
     level_word = "levels" if len(levels) > 1 else "level"
     intro = f"You are a pronunciation evaluation teacher who analyzes speech at {_join(levels, False)} {level_word}."
@@ -83,6 +107,8 @@ def instruction_for(task: Task, text: str, phone_sequence: str) -> str:
              f"Reference text: {text}."]
     if task.phone:
         lines.append(f"Reference phone sequence: {phone_sequence}.")
+    lines += evidence or []
+    if task.phone:
         lines.append("In the phone sequence, '-' indicates word boundaries. "
                      "The final output format should be structured as follows:")
     else:
@@ -98,4 +124,5 @@ def instruction_for(task: Task, text: str, phone_sequence: str) -> str:
 
 
 def instruction(task: Task, utt: Utterance) -> str:
-    return instruction_for(task, utt.text, utt.phone_sequence)
+    evidence = evidence_lines(task, utt) if utt.evidence is not None else None
+    return instruction_for(task, utt.text, utt.phone_sequence, evidence)

@@ -81,6 +81,9 @@ class Processor:
         # The parallel decoder's first guess per (level, aspect), from the trained model's
         # apa_run.json (apa.backbones.loading.first_guesses); None: 10 everywhere.
         self.first_guesses: dict[tuple[str, str], int] | None = None
+        # The acoustic evidence the trained model reads in its prompt (apa_run.json "evidence":
+        # "gop"; apa.evidence), which prediction and scoring must supply; None: the paper's prompts.
+        self.evidence: str | None = None
 
     # --- the chat input ---------------------------------------------------------------------
     @classmethod

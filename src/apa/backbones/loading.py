@@ -154,6 +154,7 @@ def load_model_and_processor(name_or_path: str | os.PathLike | None = None, adap
     if adapter is not None:
         model = load_adapter(model, adapter)
     processor.first_guesses = first_guesses(adapter if adapter is not None else name)
+    processor.evidence = run_info(adapter if adapter is not None else name).get("evidence") or None
     model.eval()
     return model, processor
 

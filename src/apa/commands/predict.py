@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -32,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "constrained-sequential: the same values slot by slot (two model calls per score); "
                              "free: plain greedy text (the paper's decoding). auto (default): constrained with "
                              "--adapter, free without (the zero-shot evaluation of a base model)")
+    parser.add_argument("--evidence", default=None, metavar="FILE",
+                        help="acoustic evidence of the manifest, for a model trained with it (evidence: gop): "
+                             "default MANIFEST.evidence.jsonl beside it, computed there when missing (apa evidence)")
     parser.add_argument("--dtype", default="auto", help="auto (bf16 on a GPU that has it, else float32), "
                                                          "bf16, fp16 or fp32")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
@@ -62,6 +66,14 @@ def run(args: argparse.Namespace) -> int:
     processes = Processes.from_environment()
     model, processor = load_model_and_processor(args.model, adapter=args.adapter, dtype=args.dtype,
                                                 device=processes.device(args.device))
+    if processor.evidence:  # the model reads a pretrained acoustic model's evidence in its prompt
+        from apa.evidence.extract import with_evidence
+        from apa.evidence.store import evidence_path
+
+        source = args.evidence or evidence_path(args.data)
+        print(f"evidence: {processor.evidence} (the model was trained with it), from {source}", file=sys.stderr)
+        utts = with_evidence(utts, args.data, out=source, jobs=min(os.cpu_count() or 1, 8),
+                             progress=not args.no_progress)
     if args.decoding == "auto":
         print(f"decoding: {decoding} ({'fine-tuned adapter' if args.adapter else 'no adapter: zero-shot'})",
               file=sys.stderr)

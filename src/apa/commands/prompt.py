@@ -14,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, choices=list(TASKS), help="task of the task table")
     parser.add_argument("--manifest", required=True, help="manifest JSONL holding the utterance")
     parser.add_argument("--id", required=True, help="utterance id")
+    parser.add_argument("--evidence", default="none", choices=["none", "gop"],
+                        help="with gop: the prompt of a model trained with acoustic evidence (read from "
+                             "MANIFEST.evidence.jsonl beside the manifest, computed there when missing)")
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=list(BACKBONES),
                         help=f"whose chat template renders the prompt (default {DEFAULT_BACKBONE})")
 
@@ -21,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from apa.backbones import backbone_class
     from apa.data.manifest import read_manifest
-    from apa.prompts import PROMPT_VERSION, instruction
+    from apa.prompts import instruction, prompt_version
     from apa.targets import MissingScore, format_scores
     from apa.tasks import get_task
 
@@ -31,7 +34,11 @@ def run(args: argparse.Namespace) -> int:
     if args.id not in by_id:
         raise ApaError(f"id {args.id!r} is not in {args.manifest} ({len(by_id)} utterances)")
     utt = by_id[args.id]
-    print(f"# prompt (version {PROMPT_VERSION}, task {task.name}, backbone {backbone.name}); "
+    if args.evidence != "none":
+        from apa.evidence.extract import with_evidence
+
+        utt = with_evidence([utt], args.manifest, progress=False)[0]
+    print(f"# prompt (version {prompt_version(utt)}, task {task.name}, backbone {backbone.name}); "
           f"{backbone.audio_token} is expanded by the processor")
     print(backbone.render(instruction(task, utt)))
     print("# reference target")

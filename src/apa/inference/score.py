@@ -48,6 +48,7 @@ from apa.data.manifest import Utterance, Word
 from apa.data.lexicon import Pronouncer
 from apa.data.textnorm import normalise_words
 from apa.errors import ApaError
+from apa.evidence.acoustic import clip_evidence
 from apa.inference.decoding import decode_batch, resolve_decoding
 from apa.predictions import prediction_record
 from apa.targets import round_half_up
@@ -104,6 +105,11 @@ class WordResult(TypedDict):
     """Word aspects of the task (accuracy, stress, total); empty when the task scores no words."""
     phone_scores: list[PhoneScore]
     """One entry per phone; empty when the task scores no phones."""
+    start: Optional[float]
+    """Where the word begins in the clip (seconds), from the acoustic model's alignment; null when
+    the alignment failed."""
+    end: Optional[float]
+    """Where the word ends in the clip (seconds); null when the alignment failed."""
 
 
 class PracticeWord(TypedDict):
@@ -220,6 +226,8 @@ class Recording:
     utt: Utterance
     guessed: list[bool] = field(default_factory=list)
     input_text: str | None = None
+    # The acoustic model's evidence (apa.evidence): computed by score_prepared when not given.
+    evidence: dict | None = None
 
 
 def prepare_recording(audio: np.ndarray, text: str, lexicon: dict[str, list[str]] | None = None,
@@ -266,9 +274,11 @@ def _below(entry: dict, threshold: float) -> bool:
 
 def build_result(utt: Utterance, task: Task, record: dict, decoding: str,
                  threshold: float = PRACTICE_THRESHOLD, guessed: Sequence[bool] = (),
-                 input_text: str | None = None) -> ScoreResult:
+                 input_text: str | None = None, evidence: dict | None = None) -> ScoreResult:
     """The result schema from a prediction record (apa.predictions.prediction_record);
-    ``guessed`` marks words whose phones were guessed."""
+    ``guessed`` marks words whose phones were guessed; ``evidence`` (apa.evidence) gives
+    each word's place in the clip."""
+    aligned_words = (evidence or {}).get("words") or []
     scores = record["scores"]
     expected = record.get("expected") or {}
     exp_words = expected.get("words") or [{} for _ in utt.words]
@@ -288,8 +298,10 @@ def build_result(utt: Utterance, task: Task, record: dict, decoding: str,
                 phone_scores.append(entry)  # type: ignore[arg-type]
                 if _below(entry, threshold):
                     practice_phones.append({"word_index": i, "word": word.text, "phone_index": j, **entry})
+        place = aligned_words[i] if i < len(aligned_words) else {}
         words.append({"word": word.text, "phones": list(word.phones), "guessed": bool(i < len(guessed) and guessed[i]),
-                      "scores": word_scores, "phone_scores": phone_scores})
+                      "scores": word_scores, "phone_scores": phone_scores,
+                      "start": place.get("start"), "end": place.get("end")})
         if "accuracy" in word_scores:
             entry = {"index": i, "word": word.text, **word_scores["accuracy"]}
             if _below(entry, threshold):
@@ -311,11 +323,16 @@ def score_prepared(model, processor, recordings: Sequence[Recording], task: Task
         return []
     task = get_task(task) if isinstance(task, str) else task
     decoding = resolve_decoding(decoding)
+    for r in recordings:  # word times for every model; the prompt's evidence for a model trained with it
+        if r.evidence is None:
+            r.evidence = clip_evidence(r.audio, [w.phones for w in r.utt.words])
+        if processor.evidence:
+            r.utt.evidence = r.evidence
     utts = [r.utt for r in recordings]
     decoded = decode_batch(model, processor, utts, task, audios=[r.audio for r in recordings],
                            decoding=decoding, between_calls=between_calls)
     return [build_result(r.utt, task, prediction_record(r.utt, task, d), decoding, threshold, r.guessed,
-                         r.input_text) for r, d in zip(recordings, decoded)]
+                         r.input_text, r.evidence) for r, d in zip(recordings, decoded)]
 
 
 # The longest clip scored when the model itself has no window (it would hear an hour).

@@ -22,6 +22,9 @@ HELP_HINT = "`apa train --help-config` lists them"
 class TrainConfig:
     method: str = setting("sft", "sft | simpo | dpo")
     task: str = setting("multi", "task of the task table (apa.tasks; README, Tasks)")
+    evidence: str = setting("none", "acoustic evidence in the prompt: none (the paper's prompts) or gop (a "
+                                    "pretrained acoustic model's alignment and GOP, apa evidence; read from "
+                                    "MANIFEST.evidence.jsonl beside each manifest, computed there when missing)")
     model: str = setting(default_model(), "base model: hub id or local folder, of any backbone apa knows "
                                           "(picked from its config.json; README, Backbones)")
     train: list = setting([], "training manifests: a list of {path, weight}; weight 2 repeats a corpus "
@@ -66,7 +69,10 @@ class TrainConfig:
 
         if self.method not in METHODS:
             raise ApaError(f"method must be sft, simpo or dpo, not {self.method!r}")
+        from apa.evidence.store import check_kind
+
         get_task(self.task)
+        self.evidence = check_kind(self.evidence) or "none"
         if self.simpo_form not in ("paper", "trl"):
             raise ApaError(f"simpo_form must be paper or trl, not {self.simpo_form!r}")
         if self.full_finetune and self.method == "dpo":

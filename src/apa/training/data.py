@@ -7,6 +7,8 @@ same epoch and skips the batches it already did: the sampler's whole state is
 
 from __future__ import annotations
 
+import os
+
 import math
 from dataclasses import dataclass
 
@@ -28,14 +30,20 @@ class Source:
     weight: float
 
 
-def load_sources(train: list[dict], task: Task, limit: int = 0, log=print) -> list[Source]:
+def load_sources(train: list[dict], task: Task, limit: int = 0, log=print, evidence: str | None = None) -> list[Source]:
     """Read the training manifests ({path, weight} each) and keep the utterances that carry
-    every score ``task`` needs; ``limit`` keeps the first N of each manifest."""
+    every score ``task`` needs; ``limit`` keeps the first N of each manifest. With
+    ``evidence`` each utterance gets its acoustic evidence (apa.evidence, computed beside the
+    manifest when missing), which its prompt then carries."""
+    from apa.evidence.extract import with_evidence
+
     sources = []
     for item in train:
         utterances = read_manifest(item["path"])
         if limit:
             utterances = utterances[:limit]
+        if evidence:
+            utterances = with_evidence(utterances, item["path"], jobs=min(os.cpu_count() or 1, 8))
         usable = [utt for utt in utterances if has_scores(utt, task)]
         if not usable:
             raise ApaError(f"{item['path']}: no utterance has all the scores task {task.name} needs "

@@ -25,6 +25,8 @@ import torch
 from apa.config import save_config
 from apa.distributed import Processes, seed_everything
 from apa.errors import ApaError
+from apa.evidence.store import check_kind
+from apa.prompts import EVIDENCE_PROMPT_VERSION, PROMPT_VERSION
 from apa.training.checkpoint import (TrainState, latest_checkpoint, load_checkpoint, save_checkpoint,
                                      weights_folder)
 from apa.training.config import TrainConfig
@@ -102,8 +104,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     seed_everything(config.seed)
 
     # ---- data, model, objective ----
+    evidence = check_kind(config.evidence)
     sources = load_sources(config.train, get_task(config.task), config.limit,
-                           log=lambda message: print(message, file=sys.stderr))
+                           log=lambda message: print(message, file=sys.stderr), evidence=evidence)
     model, processor = load_model_and_processor(config.model, dtype=config.dtype, device=device)
     objective = make_objective(config, [u for s in sources for u in s.utterances], processor)
 
@@ -215,6 +218,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         guesses = value_modes((u for s in sources for u in s.utterances), get_task(config.task))
         (weights / "apa_run.json").write_text(json.dumps(
             {"task": config.task, "method": config.method, "base_model": config.model, "steps": state.step,
+             "evidence": evidence, "prompt_version": EVIDENCE_PROMPT_VERSION if evidence else PROMPT_VERSION,
              "full_finetune": config.full_finetune,
              "first_guesses": {f"{level} {aspect}": value for (level, aspect), value in guesses.items()}}, indent=2))
         print(f"{weights.name} saved to {weights}", file=sys.stderr)
