@@ -42,12 +42,18 @@ class ProxyConfig:
     target_gap: float = setting(0.15, "done-criterion: model PCC minus swapped-audio PCC at least this")
     target_pcc: float = setting(0.4, "done-criterion: model PCC above this")
     backbone: str = setting("qwen2-audio", "model family of the from-scratch model (apa tiny-model --backbone)")
+    evidence: str = setting("none", "acoustic evidence in every row's prompt (apa train evidence: none or gop); "
+                                    "with gop, each row's evidence comes from its own audio and the GOP "
+                                    "baseline (apa baseline gop) is a row of its own")
 
     def validate(self) -> "ProxyConfig":
         from apa.backbones import backbone_class
         from apa.tasks import get_task
 
+        from apa.evidence.store import check_kind
+
         get_task(self.task)
+        self.evidence = check_kind(self.evidence) or "none"
         backbone_class(self.backbone).tiny_configs(self.size, self.window_seconds)  # size and window
         unknown = [r for r in self.rows if r not in ROWS]
         if unknown or not self.rows:

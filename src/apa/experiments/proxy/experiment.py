@@ -83,7 +83,7 @@ def run_row(config: ProxyConfig, runner: Runner, row: str, init_model: Path) -> 
     folder = runner.out / row
     folder.mkdir(parents=True, exist_ok=True)
     train_dir = folder / "train"
-    train_config = dict(config.train, task=config.task, model=str(init_model),
+    train_config = dict(config.train, task=config.task, evidence=config.evidence, model=str(init_model),
                         train=[{"path": str(data / f"{row}_train.jsonl"), "weight": 1.0}],
                         output_dir=str(train_dir))
     config_path = folder / "train.yaml"
@@ -114,6 +114,19 @@ def evaluate(config: ProxyConfig, runner: Runner, row: str, pred: Path) -> None:
                                    "--train", str(data / "model_train.jsonl"), "--task", config.task,
                                    "--out", str(runner.out / row / "eval"), "--bootstrap", str(config.bootstrap),
                                    "--no-plots"], skip=f"{metrics} is up to date" if done else None)
+
+
+def run_gop_baseline(config: ProxyConfig, runner: Runner) -> None:
+    """`apa baseline gop` fitted on the model row's training manifest (its evidence computed
+    once, beside the manifest, and shared with the model row), then apa evaluate."""
+    data = runner.out / "data"
+    folder = runner.out / "gop_baseline"
+    pred = folder / "pred.jsonl"
+    runner.apa("gop_baseline/fit", ["baseline", "gop", "--train", str(data / "model_train.jsonl"),
+                                    "--test", str(data / "model_test.jsonl"), "--task", config.task,
+                                    "--out", str(folder), "--jobs", str(config.threads), "--no-progress"],
+               skip=f"{pred} exists" if pred.is_file() else None)
+    evaluate(config, runner, "gop_baseline", pred)
 
 
 def run_baselines(config: ProxyConfig, runner: Runner) -> dict:
@@ -168,6 +181,8 @@ def run_experiment(config: ProxyConfig, echo: Callable[[str], None] = print) -> 
                               "--seed", str(config.model_seed)],
                skip=f"{init_model} exists" if (init_model / "config.json").is_file() else None)
     human = run_baselines(config, runner)
+    if config.evidence != "none":
+        run_gop_baseline(config, runner)
     for row in config.rows:
         run_row(config, runner, row, init_model)
     runner.say(f"this invocation: {time.perf_counter() - start:.0f} s")

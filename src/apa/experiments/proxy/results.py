@@ -86,13 +86,17 @@ def collect_results(config: ProxyConfig, out: Path, window: dict, human: dict, c
     task = get_task(config.task)
     rows: dict[str, dict] = {}
     parse: dict[str, dict] = {}
-    for row in [*config.rows, "constant"]:
+    for row in [*config.rows, "gop_baseline", "constant"]:
         path = out / row / "eval" / "metrics.json"
         if not path.is_file():
             continue
         metrics = json.loads(path.read_text())  # NaN was written as null: None below
         if row == "constant":
             rows["constant"] = _metric_block(metrics, task)
+            continue
+        if row == "gop_baseline":  # the regression's own values; rounded ones say less
+            rows["GOP baseline (pocketsphinx evidence + linear regression, no LLM)"] = _metric_block(
+                metrics["expected"], task)
             continue
         rows[f"{row} argmax"] = _metric_block(metrics, task)
         if "expected" in metrics:
@@ -156,7 +160,7 @@ def render_results(results: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "RMSE (0-10 scale):", "", "| row | " + " | ".join(labels) + " |", "|---|" + "---|" * len(fields)]
     for name, block in rows.items():
-        if name.startswith(("human", "duration")):
+        if name.startswith(("human", "duration")) or block is None:
             continue
         lines.append(f"| {name} | " + " | ".join(_cell(block[l][a]["rmse"]) for l, a in fields) + " |")
     target = results["target"]
