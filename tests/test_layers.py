@@ -12,9 +12,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "apa"
 LAYERS = [
     ("apa.errors", 0), ("apa.files", 0), ("apa.config", 0), ("apa.distributed", 0),
     ("apa.data", 1),
-    ("apa.tasks", 2), ("apa.prompts", 2), ("apa.targets", 2), ("apa.predictions", 2),
+    ("apa.tasks", 2), ("apa.prompts", 2), ("apa.targets", 2), ("apa.predictions", 2), ("apa.evidence", 2),
     ("apa.backbones", 3), ("apa.collate", 3), ("apa.forward", 3),
-    ("apa.training", 4), ("apa.inference", 4), ("apa.evaluation", 4),
+    ("apa.training", 4), ("apa.inference", 4), ("apa.evaluation", 4), ("apa.baselines", 4),
     ("apa.serve", 5), ("apa.experiments", 5),
     ("apa.commands", 6), ("apa.cli", 6), ("apa", 0),
 ]
