@@ -33,6 +33,16 @@ def test_normalise_words():
         ["DON'T", "SAY", "NAIVE", "WELL", "KNOWN", "QUOTES", "ROCK'N'ROLL"]
     assert normalise_words("I have 2 cats") == ["I", "HAVE", "TWO", "CATS"]
     assert normalise_words(" ... ") == []
+    # issue 17: invisible characters and case folding split words ("HEL LO", "I STANBUL")
+    assert normalise_words("Hel\u200blo wor\u00adld \ufeff\u0130stanbul a\u200db") == ["HELLO", "WORLD", "ISTANBUL", "AB"]
+
+
+def test_a_number_too_long_to_say_is_refused_by_name():
+    from apa.errors import ApaError
+
+    with pytest.raises(ApaError, match="a 400-digit number .* type it in words or digit by digit"):
+        normalise_words("I owe you " + "9" * 400)
+    assert normalise_words("pi is 3.14159265358979323846264")[-1] == "FOUR"  # decimals are read digit by digit
 
 
 def test_text_to_utterance_uses_first_cmudict_pronunciation():
