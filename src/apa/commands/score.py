@@ -8,9 +8,10 @@ missing, a folder, unreadable, undecodable, empty, silent, too short, over the s
 caps; words no lexicon knows; the device) are checked before the model is loaded, and
 before torch is imported, so a bad input costs a second and tens of MB, not a model load.
 The upload is decoded with the service's bounds (apa.data.decode): sample rate and channels
-from the header, and never more than ``LONGEST_RECORDING_SECONDS`` (60 s, the most any
-backbone's service accepts) of samples; the model's own window (30 s for Qwen2-Audio, none
-for Phi-4-multimodal and Granite-Speech) is checked once the model is loaded.
+from the header, and never more than ``LONGEST_WINDOW_SECONDS`` (300 s, the longest window
+of any backbone) of samples; the model's own limit, as the service applies it (30 s for
+Qwen2-Audio, 300 s for Qwen2.5-Omni, 60 s for Phi-4-multimodal and Granite-Speech, which
+have no window), is checked once the model is loaded.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", default=None, help="LoRA adapter directory saved by `apa train`")
     parser.add_argument("--audio", required=True, metavar="FILE",
                         help="the recording: WAV, FLAC, Ogg/Opus, MP3, WebM/Opus or MP4/AAC, 8-192 kHz, 1-8 "
-                             "channels, at most the model's audio window (30 s for Qwen2-Audio and Qwen2.5-Omni's "
-                             "service default, 60 s for Phi-4-multimodal and Granite-Speech, which have none)")
+                             "channels, at most the model's audio window (30 s for Qwen2-Audio, 300 s for "
+                             "Qwen2.5-Omni, 60 s for Phi-4-multimodal and Granite-Speech)")
     text = parser.add_mutually_exclusive_group(required=True)
     text.add_argument("--text", help="the sentence that was read, as typed (numbers and punctuation are fine); "
                                      "- reads it from standard input")
@@ -97,12 +98,12 @@ def read_text(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from apa.data.audio import LONGEST_RECORDING_SECONDS, check_clip, decode_clip
+    from apa.data.audio import LONGEST_WINDOW_SECONDS, check_clip, decode_clip
 
     text = read_text(args)
     # The bounded decode first, with only numpy and the decoders imported: a hostile file is
     # refused before torch (hundreds of MB) is even imported.
-    clip = decode_clip(args.audio, f"audio {args.audio}", LONGEST_RECORDING_SECONDS)
+    clip = decode_clip(args.audio, f"audio {args.audio}", LONGEST_WINDOW_SECONDS)
 
     from apa.distributed import resolve_device
     from apa.inference.decoding import resolve_decoding

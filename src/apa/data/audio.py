@@ -26,9 +26,11 @@ SILENCE_PEAK = 1e-3
 # or the tail of a tap on the record button.
 MIN_SECONDS = 0.2
 # The longest clip scored when the model itself has no window (Phi-4-multimodal and
-# Granite-Speech would hear an hour), and so the most `apa score` decodes before it knows the
-# model's window.
+# Granite-Speech would hear an hour).
 LONGEST_RECORDING_SECONDS = 60.0
+# The longest window of any backbone (Qwen2.5-Omni's processor cuts at 300 s): the most
+# `apa score` decodes before the model, and with it the window, is loaded.
+LONGEST_WINDOW_SECONDS = 300.0
 # Largest sample magnitude accepted, full scale being 1. Integer formats cannot pass 1; a
 # float file may, a little, after gain in an editor (+6 dB is 2). Far beyond, the file is
 # damaged or written with the wrong scale (a float WAV whose samples reach 1e19 was scored
