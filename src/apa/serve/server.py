@@ -74,15 +74,17 @@ class ReadDeadlineH11Protocol(H11Protocol):
         self._read_deadline = None
         if self.transport.is_closing() or self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
             return
-        if self.conn.our_state == h11.IDLE:  # no response started: between requests, or a body still coming
-            if self.cycle is not None and not self.cycle.response_complete:
+        waiting_for_body = self.cycle is not None and not self.cycle.response_started  # h11: SEND_RESPONSE
+        if self.conn.our_state == h11.IDLE or waiting_for_body:  # no response started
+            if waiting_for_body:
                 # the app waits for the body: it now reads a disconnect, and what it sends is dropped
                 self.cycle.disconnected = True
                 self.cycle.message_event.set()
             try:
-                body = b"request timeout: the request was not sent in time\n"
+                body = (b'{"error": "the request was not sent within the read deadline; send it again, or a smaller '
+                        b'recording on a slow connection", "code": "timeout"}')
                 self.transport.write(self.conn.send(h11.Response(status_code=408, reason=b"Request Timeout", headers=[
-                    (b"content-type", b"text/plain"), (b"connection", b"close"),
+                    (b"content-type", b"application/json"), (b"connection", b"close"),
                     (b"content-length", str(len(body)).encode())])) + self.conn.send(h11.Data(data=body))
                     + self.conn.send(h11.EndOfMessage()))
             except h11.LocalProtocolError:
