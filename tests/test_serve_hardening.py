@@ -160,3 +160,13 @@ def test_speak_says_the_text_as_speech_length_audio(tiny_processor):
     assert 0.2 < word_seconds < seconds / 3
     assert nothing.status_code == 422 and nothing.json()["code"] == "text_empty"
     assert number.status_code == 422 and number.json()["code"] == "text"
+
+
+def test_every_error_code_is_documented():
+    from pathlib import Path
+
+    from apa.serve.answers import ERROR_CODES
+
+    method = (Path(__file__).resolve().parents[1] / "docs" / "method.md").read_text(encoding="utf-8")
+    for code, (status, _) in ERROR_CODES.items():
+        assert f"| `{code}` | {status} |" in method, code
