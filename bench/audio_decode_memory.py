@@ -98,9 +98,10 @@ def score_cli_refusal() -> list:
         path = Path(tmp) / "no_length.flac"
         path.write_bytes(audio_inputs.without_length(audio_inputs.flac_silence(3600)))
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", "import resource, sys; from apa import cli; code = cli.main("
-                               "sys.argv[1:]); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-                               "file=sys.stderr); sys.exit(code)", "score", "--model", str(Path(tmp) / "no-model"),
+        # VmHWM, the peak of this process's memory: ru_maxrss would carry the parent's peak over fork + exec
+        proc = subprocess.run([sys.executable, "-c", "import re, sys; from apa import cli; code = cli.main("
+                               "sys.argv[1:]); print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status')"
+                               ".read()).group(1), file=sys.stderr); sys.exit(code)", "score", "--model", str(Path(tmp) / "no-model"),
                                "--audio", str(path), "--text", "hello"], capture_output=True, text=True,
                               env=dict(os.environ, PYTHONPATH=str(ROOT / "src")), timeout=600)
         seconds = time.perf_counter() - started

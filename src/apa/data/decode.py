@@ -242,7 +242,8 @@ def _riff_cut_short(source: Source, sound, frames: int) -> bool:
     return declared not in (0, 0xFFFFFFFF) and frames < declared // frame_bytes
 
 
-def _decode_libsndfile(source: Source, sound, facts: AudioFacts, name: str, max_seconds: float | None) -> Decoded | None:
+def _decode_libsndfile(source: Source, sound, facts: AudioFacts, name: str,
+                       max_seconds: float | None) -> Decoded | None:
     """The header's frame count (bounded by max_seconds in _check_facts), read in blocks that
     are mixed to mono at once; Ogg in one read (the module docstring). None when libsndfile
     fails in the middle (a truncated FLAC loses sync on the whole block): FFmpeg's turn."""
