@@ -6,8 +6,7 @@ everything, then resampling, then the length check).
     python bench/audio_decode_memory.py
 
 Each case runs in a fresh process (peak RSS is per process); "rss+" is the growth of the
-peak resident memory during the call (0 when the call stays under the peak the imports
-already reached), "traced" the peak of Python and numpy allocations during it
+process's peak resident memory (VmHWM) during the call, "traced" the peak of Python and numpy allocations during it
 (tracemalloc: the decoded arrays, not the libraries' own buffers). Beside the hostile headers: an 8-channel 192 kHz FLAC
 of 29 s against the mono file of the same length (the channels are mixed while decoding, so
 the two should cost the same), and the whole ``apa score`` process refusing a FLAC with no
@@ -17,7 +16,7 @@ length field (peak RSS of the process: it must refuse before torch is imported).
 from __future__ import annotations
 
 import json
-import resource
+import re
 import subprocess
 import sys
 import time
@@ -54,6 +53,12 @@ def case_names() -> list[str]:
     return list(audio_inputs.hostile_files()) + list(CHANNEL_CASES)
 
 
+def peak_rss_kib() -> int:
+    """This process's peak resident memory (VmHWM): ru_maxrss would start from the parent's
+    peak, carried over fork and exec, and hide growth under it."""
+    return int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+
+
 def case_bytes(name: str) -> bytes:
     import audio_inputs
 
@@ -71,7 +76,7 @@ def one_case(path: str, decoder: str) -> dict:
     fn(audio_inputs.wav_claiming_rate(16000))  # libraries loaded before the baseline
     import tracemalloc
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_rss_kib()
     started = time.perf_counter()
     tracemalloc.start()  # numpy's buffers are traced; libsndfile's and FFmpeg's own are not (RSS has them)
     try:
@@ -82,7 +87,7 @@ def one_case(path: str, decoder: str) -> dict:
     traced = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     seconds = time.perf_counter() - started
-    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    grown = peak_rss_kib() - before
     return {"bytes": len(data), "ms": 1000 * seconds, "rss_mb": grown / 1024, "traced_mb": traced / 2**20,
             "outcome": outcome}
 
