@@ -134,3 +134,38 @@ def hostile_files() -> dict[str, bytes]:
     """The uploads that made the old decoder hold hundreds of MB."""
     return {"wav_rate_1hz": wav_claiming_rate(1), "wav_rate_2ghz": wav_claiming_rate(2_000_000_000),
             "flac_1h_silence": flac_silence(3600), "flac_1h_no_length": without_length(flac_silence(3600))}
+
+
+def multichannel_flac(channels: int = 8, rate: int = 192000, seconds: float = 29.0) -> bytes:
+    """A quiet 10 Hz square wave on every channel at a high rate: about 50 KB (FLAC stores a
+    constant block in a few bytes) that decode to 178 MB of float32 when every channel is held
+    at full rate (issue 17: 8 x 192 kHz x 29 s)."""
+    import soundfile as sf
+
+    n = int(rate * seconds)
+    tone = np.where((np.arange(n) // (rate // 20)) % 2 == 0, 100, -100).astype(np.int16)
+    buffer = io.BytesIO()
+    sf.write(buffer, np.repeat(tone[:, None], channels, axis=1), rate, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def wav_with_format(tag: int = 1, bits: int = 16) -> bytes:
+    """A WAV whose fmt chunk names format ``tag`` and ``bits`` per sample (0x1234: no such
+    format; bits 0: no sample size)."""
+    body = (np.sin(2 * np.pi * 220 * np.arange(16000) / 16000) * 8000).astype("<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", tag, 1, 16000, 32000, 2, bits)
+    return (b"RIFF" + struct.pack("<I", 36 + len(body)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+            + b"data" + struct.pack("<I", len(body)) + body)
+
+
+def truncated(data: bytes, keep: float = 0.5) -> bytes:
+    """The first ``keep`` of a file: an upload cut short."""
+    return data[:int(len(data) * keep)]
+
+
+def speech_flac(seconds: float = 2.5, rate: int = 16000) -> bytes:
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, speech_like(seconds, rate)[0], rate, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()

@@ -122,3 +122,47 @@ def test_files_folders_and_unreadable_paths(tmp_path, monkeypatch):
     monkeypatch.setattr(av, "open", refuse)
     with pytest.raises(AudioError, match="cannot read audio .*clip.webm: permission denied"):
         load_audio(tmp_path / "clip.webm")
+
+
+def test_channels_are_mixed_while_decoding_not_after():
+    """Issue 17: an 8-channel 192 kHz FLAC of 29 s was decoded as all channels in float32
+    (178 MB) before the mix. Now it costs what the mono file of the same length costs, within
+    one block: 65,536 frames x 8 channels x 4 bytes = 2 MiB (4 MiB leaves room for the
+    block's mean)."""
+    eight, one = audio_inputs.multichannel_flac(8), audio_inputs.multichannel_flac(1)
+    peaks = {}
+    for name, data in (("mono", one), ("eight", eight)):
+        decode_audio_bytes(one, "warm-up", max_seconds=30)
+        tracemalloc.start()
+        try:
+            samples = decode_audio_bytes(data, name, max_seconds=30)
+            peaks[name] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert len(samples) == 29 * 16000
+    assert peaks["eight"] - peaks["mono"] < 4 * 2**20, peaks
+
+
+@pytest.mark.parametrize("data, reason, message", [
+    (audio_inputs.wav_with_format(0x1234), "format", "holds audio in an unknown encoding; give WAV"),
+    (audio_inputs.wav_with_format(1, bits=0), "format", "holds audio in an unknown encoding; give WAV"),
+    (audio_inputs.float_wav(np.sin(np.arange(16000)) * 1e19), "out_of_range", "has samples up to 1e\\+19 times full scale"),
+])
+def test_damaged_files_are_refused_by_name(data, reason, message):
+    """Issue 17: an unknown WAV format tag or 0 bits per sample raised AttributeError (500);
+    a float WAV reaching 1e19 was scored 0 everywhere with no problem noted."""
+    with pytest.raises(AudioError, match="x.wav " + message) as info:
+        decode_audio_bytes(data, "x.wav", max_seconds=30)
+    assert info.value.reason == reason
+
+
+@pytest.mark.parametrize("name", ["flac", "wav", "mp3"])
+def test_a_cut_upload_keeps_what_decoded_and_says_so(name):
+    """Issue 17: a truncated FLAC raised LibsndfileError (500); a cut WAV was scored with no note."""
+    from apa.data.audio import decode_clip
+
+    whole = audio_inputs.speech_flac(3.0) if name == "flac" else audio_inputs.recording(name, 3.0)
+    assert decode_clip(whole, "whole", 30).notes == []
+    clip = decode_clip(audio_inputs.truncated(whole), "cut", 30)
+    assert 1.0 < len(clip.samples) / 16000 < 2.0
+    assert len(clip.notes) == 1 and "the recording ends early" in clip.notes[0]

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +37,16 @@ def test_normalise_words():
         ["DON'T", "SAY", "NAIVE", "WELL", "KNOWN", "QUOTES", "ROCK'N'ROLL"]
     assert normalise_words("I have 2 cats") == ["I", "HAVE", "TWO", "CATS"]
     assert normalise_words(" ... ") == []
+    # issue 17: invisible characters and case folding split words ("HEL LO", "I STANBUL")
+    assert normalise_words("Hel\u200blo wor\u00adld \ufeff\u0130stanbul a\u200db") == ["HELLO", "WORLD", "ISTANBUL", "AB"]
+
+
+def test_a_number_too_long_to_say_is_refused_by_name():
+    from apa.errors import ApaError
+
+    with pytest.raises(ApaError, match="a 400-digit number .* type it in words or digit by digit"):
+        normalise_words("I owe you " + "9" * 400)
+    assert normalise_words("pi is 3.14159265358979323846264")[-1] == "FOUR"  # decimals are read digit by digit
 
 
 def test_text_to_utterance_uses_first_cmudict_pronunciation():
@@ -304,3 +318,23 @@ def test_non_finite_scores_become_null_so_the_json_is_strict():
     result = build_result(utt, TASKS["multi"], record, "constrained")
     text = json.dumps(result, allow_nan=False)  # raises on NaN
     assert json.loads(text)["sentence"]["accuracy"] == {"score": None, "expected": None}
+
+
+def test_score_cli_refuses_an_endless_flac_before_the_model_within_300_mb(tmp_path):
+    """Issue 17: a 546 KB FLAC with no length field reached 1.82 GB and 13 s in `apa score`
+    before it was refused. Now it is decoded within the caps before torch is imported:
+    71 MiB peak RSS measured for the whole process (bench/audio_decode_memory.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import audio_inputs
+
+    path = tmp_path / "no_length.flac"
+    path.write_bytes(audio_inputs.without_length(audio_inputs.flac_silence(3600)))
+    # VmHWM, the peak of this process's memory (ru_maxrss would carry pytest's peak over fork + exec)
+    code = ("import re, sys; from apa import cli; status = cli.main(sys.argv[1:]); print(re.search("
+            "r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1), file=sys.stderr); sys.exit(status)")
+    proc = subprocess.run([sys.executable, "-c", code, "score", "--model", str(tmp_path / "no-model"), "--audio",
+                           str(path), "--text", "hello"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")})
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "longer than 300 s" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert int(lines[-1]) < 300 * 1024, lines[-1]  # KiB

@@ -4,7 +4,9 @@ hit by concurrent clients; batching, isolation of failures, limits, error messag
 from __future__ import annotations
 
 import socket
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,9 @@ httpx = pytest.importorskip("httpx")
 
 from apa.inference.score import score_prepared, score_recordings  # noqa: E402
 from serve_helpers import LiveServer, wav_bytes  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import audio_inputs  # noqa: E402
 
 FAILING_TEXT = "I SEE A ZEBRA"  # the test scorer raises on it, as a model error would
 MAX_UPLOAD_MB = 0.25
@@ -81,27 +86,38 @@ def test_concurrent_requests_batched_isolated_and_identical(live, tiny_model, ma
 def test_bad_requests_get_4xx_with_messages(live, make_sine):
     ok = wav_bytes(make_sine(0.5))
     big = wav_bytes(np.random.default_rng(0).uniform(-0.5, 0.5, 16000 * 10))  # ~320 KB > 0.25 MiB
-    bad = [
-        ({"text": "the book"}, None, 422, "missing form field 'audio'"),
-        ({}, ("a.wav", ok), 422, "missing form field 'text'"),
+    bad = [  # (fields, upload, status, message, code)
+        ({"text": "the book"}, None, 422, "missing form field 'audio'", "missing_field"),
+        ({}, ("a.wav", ok), 422, "missing or empty form field 'text'", "text_missing"),
+        ({"text": ""}, ("a.wav", ok), 422, "missing or empty form field 'text'", "text_missing"),
         ({"text": "the 你好 book and ЖЖЖ"}, ("a.wav", ok), 422,
-         "no pronunciation is known for: 你好, ЖЖЖ; check the spelling or use other words"),
-        ({"text": "the book", "task": "poetry"}, ("a.wav", ok), 422, "unknown task 'poetry'"),
-        ({"text": "   "}, ("a.wav", ok), 422, "the text is empty"),
-        ({"text": "the book"}, ("a.wav", b""), 422, "empty (0 bytes)"),
+         "no pronunciation is known for: 你好, ЖЖЖ; check the spelling or use other words", "unknown_words"),
+        ({"text": "the book", "task": "poetry"}, ("a.wav", ok), 422, "unknown task 'poetry'", "task"),
+        ({"text": "   "}, ("a.wav", ok), 422, "the text is empty", "text_empty"),
+        ({"text": "I owe " + "9" * 400}, ("a.wav", ok), 422, "a 400-digit number", "text"),
+        ({"text": " ".join(["internationalization"] * 60)}, ("a.wav", ok), 422,
+         "scores under the multi task; at most 500 are given in one request (the cost limit", "too_costly"),
+        ({"text": "the book"}, ("a.wav", b""), 422, "empty (0 bytes)", "audio_empty"),
         ({"text": "the book"}, ("a.wav", b"definitely not audio" * 50), 415,
-         "cannot decode a.wav: invalid data found when processing input; give WAV, FLAC"),
-        ({"text": "the book"}, ("s.wav", wav_bytes(np.zeros(16000))), 422, "silent"),
-        ({"text": "the book"}, ("long.flac", wav_bytes(make_sine(31.0), fmt="FLAC")), 422, "is 31.0 s long; the model hears at most 30 s"),
-        ({"text": "the book"}, ("big.wav", big), 413, "big.wav is larger than 0.25 MiB"),
-        ({"text": "the book"}, ("huge.wav", big + big), 413, "request body is larger than"),  # Content-Length
+         "cannot decode a.wav: invalid data found when processing input; give WAV, FLAC", "audio_format"),
+        ({"text": "the book"}, ("tag.wav", audio_inputs.wav_with_format(0x1234)), 415, "unknown encoding",
+         "audio_format"),
+        ({"text": "the book"}, ("bits.wav", audio_inputs.wav_with_format(1, 0)), 415, "unknown encoding",
+         "audio_format"),
+        ({"text": "the book"}, ("loud.wav", audio_inputs.float_wav(make_sine(0.5) * 1e19)), 422,
+         "times full scale", "audio_out_of_range"),
+        ({"text": "the book"}, ("s.wav", wav_bytes(np.zeros(16000))), 422, "silent", "audio_silent"),
+        ({"text": "the book"}, ("long.flac", wav_bytes(make_sine(31.0), fmt="FLAC")), 422,
+         "is 31.0 s long; the model hears at most 30 s", "audio_too_long"),
+        ({"text": "the book"}, ("big.wav", big), 413, "big.wav is larger than 0.25 MiB", "too_large"),
+        ({"text": "the book"}, ("huge.wav", big + big), 413, "request body is larger than", "too_large"),
     ]
     with httpx.Client(base_url=live.url, timeout=30) as client:
-        for data, upload, status, message in bad:
+        for data, upload, status, message, code in bad:
             files = {"audio": (upload[0], upload[1], "application/octet-stream")} if upload else None
             response = client.post("/score", data=data, files=files)
             assert response.status_code == status, (data, response.text)
-            assert message in response.json()["error"], response.json()
+            assert message in response.json()["error"] and response.json()["code"] == code, response.json()
         # not multipart at all; a body without Content-Length that grows past the limit
         response = client.post("/score", json={"text": "the book"})
         assert response.status_code == 422 and "multipart/form-data" in response.json()["error"]
@@ -117,7 +133,11 @@ def test_bad_requests_get_4xx_with_messages(live, make_sine):
         response = client.post("/score", content=chunks(),
                                headers={"content-type": "multipart/form-data; boundary=zzz"})
         assert response.status_code == 413 and "request body is larger than" in response.json()["error"]
-        assert client.get("/nowhere").json() == {"error": "Not Found"}
+        assert client.get("/nowhere").json() == {"error": "Not Found", "code": "not_found"}
+        # a cut upload is scored, and the result says so
+        cut = audio_inputs.truncated(wav_bytes(make_sine(2.0), fmt="FLAC"))
+        response = client.post("/score", data={"text": "the book"}, files={"audio": ("cut.flac", cut)})
+        assert response.status_code == 200 and "the recording ends early" in response.json()["problems"][0]
 
         # still alive and correct afterwards
         assert client.get("/health").json()["ok"] is True

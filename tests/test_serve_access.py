@@ -62,13 +62,13 @@ def test_text_as_learners_type_it(live, make_sine):
     guessed = {w["word"]: w["guessed"] for w in result["words"]}
     assert guessed["LYNDA'S"] is False  # LYNDA from CMUdict + Z
     assert guessed["ZELENSKYY'S"] is True and guessed["CATS"] is False
-    for text, message in [("", "the text is empty"), ("  ", "the text is empty"),
+    for text, message in [("", "missing or empty form field 'text'"), ("  ", "the text is empty"),
                           ("the 你好", "no pronunciation is known for: 你好; check the spelling or use other words")]:
         response = score(live.url, text, clip)
         assert response.status_code == 422 and message in response.json()["error"], response.text
         assert "--lexicon" not in response.text  # a server option the client cannot set
     response = httpx.post(live.url + "/score", files={"audio": ("a.wav", clip)})
-    assert response.status_code == 422 and "missing form field 'text'" in response.json()["error"]
+    assert response.status_code == 422 and "missing or empty form field 'text'" in response.json()["error"]
 
 
 def test_so762_test_texts_are_all_pronounced():

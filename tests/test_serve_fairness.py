@@ -182,7 +182,7 @@ def test_sigterm_stops_a_long_batch_within_the_drain_deadline(tiny_model_dir, cl
     log = (tmp_path / "serve.log").open("w+")
     proc = subprocess.Popen([sys.executable, "-m", "apa.cli", "serve", "--model", str(tiny_model_dir), "--port",
                              str(port), "--device", "cpu", "--dtype", "fp32", "--drain", "1",
-                             "--decoding", "constrained-sequential", "--max-words", "200"],
+                             "--decoding", "constrained-sequential", "--max-words", "200", "--max-cost", "5000"],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         url = f"http://127.0.0.1:{port}"

@@ -1,4 +1,5 @@
-"""apa: score English pronunciation with fine-tuned audio language models (Qwen2-Audio).
+"""apa: score English pronunciation with fine-tuned audio language models (Qwen2-Audio,
+Qwen2.5-Omni, Phi-4-multimodal, Granite-Speech).
 
 Each subcommand lives in apa.commands.<name> with add_arguments/run. Nothing heavy is imported until a subcommand runs, so `apa --help` is instant.
 """
@@ -18,7 +19,8 @@ COMMANDS = {
     "validate": ("validate", "check a manifest and report every problem"),
     "evidence": ("evidence", "a pretrained acoustic model's alignment and GOP for every utterance of a manifest"),
     "prompt": ("prompt", "print the exact prompt and reference target of one utterance"),
-    "tiny-model": ("tiny_model", "write a tiny random Qwen2-Audio with processor, built offline"),
+    "tiny-model": ("tiny_model", "write a tiny random model of a backbone (qwen2-audio, qwen2.5-omni, phi4-mm, "
+                                 "granite-speech), built offline"),
     "predict": ("predict", "generate score text for a manifest (batched, resumable)"),
     "evaluate": ("evaluate", "PCC/SCC/RMSE/Kendall of predictions against a manifest"),
     "train": ("train", "LoRA fine-tuning with SFT, SimPO+CE or DPO from a YAML config"),
@@ -26,14 +28,15 @@ COMMANDS = {
     "baseline": ("baseline", "a regression from a pretrained acoustic model's evidence (GOP) to a task's scores"),
     "proxy": ("proxy", "the real-data proof: train a small model from scratch on speechocean762 and compare with controls"),
     "score": ("score", "score one recording against its text: JSON with sentence, word and phone scores"),
-    "serve": ("serve", "HTTP scoring service: POST /score, GET /health, OpenAPI"),
+    "serve": ("serve", "HTTP scoring service for any backbone: the learner's page, POST /score, GET /speak, "
+                       "/health, /metrics, OpenAPI"),
     "report": ("report", "assemble evaluations of several runs into the paper's Tables 1-3"),
 }
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """All subcommands are listed; only ``command``'s module is imported to add its options."""
-    parser = argparse.ArgumentParser(prog="apa", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="apa", description=__doc__.split("\n\n")[0])
     from apa import __version__
 
     parser.add_argument("--version", action="version", version=f"apa {__version__}")

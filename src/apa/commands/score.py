@@ -4,9 +4,14 @@ Prints the JSON result of apa.inference.score (sentence, word and phone scores, 
 practise), the same schema as ``POST /score`` of ``apa serve``; strictly valid JSON (a
 score that is not a finite number is null). The text may come from ``--text``, from
 standard input (``--text -``) or from a file (``--text-file``). The inputs (audio file:
-missing, a folder, unreadable, undecodable, empty, silent, too short; words no lexicon
-knows; the device) are checked before the model is loaded, so a bad input costs a
-second, not a model load.
+missing, a folder, unreadable, undecodable, empty, silent, too short, over the service's
+caps; words no lexicon knows; the device) are checked before the model is loaded, and
+before torch is imported, so a bad input costs a second and tens of MB, not a model load.
+The upload is decoded with the service's bounds (apa.data.decode): sample rate and channels
+from the header, and never more than ``LONGEST_WINDOW_SECONDS`` (300 s, the longest window
+of any backbone) of samples; the model's own limit, as the service applies it (30 s for
+Qwen2-Audio, 300 s for Qwen2.5-Omni, 60 s for Phi-4-multimodal and Granite-Speech, which
+have no window), is checked once the model is loaded.
 """
 
 from __future__ import annotations
@@ -55,8 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"base model: a directory or hub id (default {default_model()})")
     parser.add_argument("--adapter", default=None, help="LoRA adapter directory saved by `apa train`")
     parser.add_argument("--audio", required=True, metavar="FILE",
-                        help="the recording: WAV, FLAC, Ogg/Opus, MP3, WebM/Opus or MP4/AAC, any sample rate from "
-                             "8 kHz, mono or stereo, at most the model's audio window (30 s for Qwen2-Audio)")
+                        help="the recording: WAV, FLAC, Ogg/Opus, MP3, WebM/Opus or MP4/AAC, 8-192 kHz, 1-8 "
+                             "channels, at most the model's audio window (30 s for Qwen2-Audio, 300 s for "
+                             "Qwen2.5-Omni, 60 s for Phi-4-multimodal and Granite-Speech)")
     text = parser.add_mutually_exclusive_group(required=True)
     text.add_argument("--text", help="the sentence that was read, as typed (numbers and punctuation are fine); "
                                      "- reads it from standard input")
@@ -92,7 +98,13 @@ def read_text(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from apa.data.audio import check_clip, load_audio
+    from apa.data.audio import LONGEST_WINDOW_SECONDS, check_clip, decode_clip
+
+    text = read_text(args)
+    # The bounded decode first, with only numpy and the decoders imported: a hostile file is
+    # refused before torch (hundreds of MB) is even imported.
+    clip = decode_clip(args.audio, f"audio {args.audio}", LONGEST_WINDOW_SECONDS)
+
     from apa.distributed import resolve_device
     from apa.inference.decoding import resolve_decoding
     from apa.backbones.loading import load_model_and_processor
@@ -101,10 +113,8 @@ def run(args: argparse.Namespace) -> int:
     decoding = resolve_decoding(args.decoding)
     device = resolve_device(args.device)
     lexicon = model_lexicon(args)
-    text = read_text(args)
-    # everything but the length limit, before the model loads (which gives the window)
-    audio = load_audio(args.audio)
-    recording = prepare_recording(audio, text, lexicon, name=args.audio, guess=not args.no_guess)
+    recording = prepare_recording(clip.samples, text, lexicon, name=args.audio, guess=not args.no_guess)
+    recording.notes = clip.notes
     model, processor = load_model_and_processor(args.model, adapter=args.adapter, dtype=args.dtype, device=device)
     check_clip(recording.audio, args.audio, clip_limit(processor))
     result = score_prepared(model, processor, [recording], args.task, decoding, args.threshold)[0]

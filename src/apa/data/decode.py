@@ -23,10 +23,18 @@ The bounds, in order:
    wall time. At most ``max_seconds x rate`` mono float32 samples are ever held (5.8 MB at
    48 kHz for 30 s), whatever the file says.
 
-Frames become float32 mono by the mean over channels, as training clips always were. A
-stream cut short after some audio decoded keeps what decoded (a half-uploaded recording).
-Every failure is an :class:`apa.data.audio.AudioError` whose message names the input and
-the format problem: FFmpeg's reason, never an errno or an object's repr.
+Channels are mixed to mono while decoding, one block (libsndfile, ``BLOCK_FRAMES``) or one
+frame (FFmpeg) at a time, by the mean over channels as training clips always were: all
+channels at full rate are never held (an 8-channel 192 kHz FLAC of 29 s was 178 MB of
+float32 before the mix; now one 64 Ki-frame block, 2 MiB). The exception is Ogg through
+libsndfile, read in one call (it reads Ogg/Opus wrongly in blocks: samples differ after
+the first block); Ogg with more than two channels goes to FFmpeg instead, so that one
+call holds at most twice the mono samples.
+
+A stream cut short after some audio decoded keeps what decoded (a half-uploaded
+recording) and says so (:attr:`Decoded.truncated`: the result carries a problem). Every
+failure is an :class:`AudioError` whose message names the input and the format problem:
+FFmpeg's or libsndfile's reason, never an errno or an object's repr.
 """
 
 from __future__ import annotations
@@ -35,14 +43,17 @@ import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import NamedTuple, Union
 
 import numpy as np
+
+from apa.errors import ApaError
 
 MIN_RATE = 8000
 MAX_RATE = 192000
 MAX_CHANNELS = 8
 DECODE_BUDGET_S = 10.0  # a 30 s clip decodes in well under 0.3 s; a file that takes longer is hostile
+BLOCK_FRAMES = 65536  # frames libsndfile reads per block before the mix to mono
 ACCEPTED = "WAV, FLAC, Ogg/Opus, MP3, WebM/Opus or MP4/AAC"
 
 FORMATS = "wav,flac,ogg,mp3,matroska,webm,mov,mp4,m4a,aac"
@@ -53,6 +64,26 @@ _OPEN_OPTIONS = {"format_whitelist": FORMATS, "codec_whitelist": ",".join(sorted
                  "probesize": "1000000", "analyzeduration": "2000000"}
 
 Source = Union[bytes, str, Path]
+
+
+class AudioError(ApaError):
+    """An unusable clip. ``reason`` says which check refused it (format, sample_rate,
+    channels, too_long, too_short, empty, silent, non_finite, out_of_range, not_a_file,
+    unreadable): the service answers 415 for ``format``, 422 for the others, and uses the
+    reason as the answer's machine-readable code."""
+
+    def __init__(self, message: str, reason: str = "invalid"):
+        super().__init__(message)
+        self.reason = reason
+
+
+class Decoded(NamedTuple):
+    """Mono float32 samples at ``rate``; ``truncated`` when the stream ended in the middle
+    (a cut upload) and what came before was kept."""
+
+    samples: np.ndarray
+    rate: int
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,9 +98,7 @@ class AudioFacts:
     exact: bool              # the duration comes from the stream (sample-accurate), not an estimate
 
 
-def _error(message: str, reason: str = "format"):
-    from apa.data.audio import AudioError
-
+def _error(message: str, reason: str = "format") -> AudioError:
     return AudioError(message, reason)
 
 
@@ -110,6 +139,8 @@ def _facts(container, name: str) -> AudioFacts:
         raise _error(f"{name} has no audio track; give {ACCEPTED}")
     stream = container.streams.audio[0]
     context = stream.codec_context
+    if context is None:  # FFmpeg found a stream but no decoder for it (an unknown WAV format tag)
+        raise _error(f"{name} holds audio in an unknown encoding; give {ACCEPTED}")
     rate = int(context.sample_rate or stream.rate or 0)
     channels = int(context.channels or 0)
     if stream.duration and stream.time_base is not None and stream.duration > 0:
@@ -144,6 +175,8 @@ def too_long_message(name: str, length: str, max_seconds: float) -> str:
     return f"{name} is {length}; the model hears at most {max_seconds:g} s: cut it into shorter utterances"
 
 
+_WAV_BITS = {"PCM_U8": 8, "PCM_S8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64,
+             "ULAW": 8, "ALAW": 8}
 _SCALE = {"u8": None, "s16": 1 / 32768, "s32": 1 / 2147483648, "s64": 1 / 9223372036854775808,
           "flt": 1.0, "dbl": 1.0}
 
@@ -171,10 +204,14 @@ def _open_libsndfile(source: Source):
     import soundfile as sf
 
     try:
-        return sf.SoundFile(io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview))
-                            else str(source))
+        sound = sf.SoundFile(io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview))
+                             else str(source))
     except Exception:  # libsndfile's own error names an object repr; FFmpeg's reason is given instead
         return None
+    if not sound.subtype or not sound.format:  # a header libsndfile half understands: FFmpeg decides
+        sound.close()
+        return None
+    return sound
 
 
 def _libsndfile_facts(sound) -> AudioFacts:
@@ -185,16 +222,54 @@ def _libsndfile_facts(sound) -> AudioFacts:
                       duration, True)
 
 
-def _decode_libsndfile(sound, facts: AudioFacts, name: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
-    """One read of the header's frame count (libsndfile reads Ogg/Opus wrongly in blocks:
-    samples differ after the first block), which _check_facts has bounded by max_seconds."""
+def _riff_cut_short(source: Source, sound, frames: int) -> bool:
+    """A WAV whose data chunk declares more frames than the file holds (libsndfile counts
+    what is there, so a cut upload looks whole)."""
+    if sound.format != "WAV":
+        return False
+    import struct
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        head = bytes(source[:4096])
+    else:
+        with open(source, "rb") as file:
+            head = file.read(4096)
+    at = head.find(b"data", 12)
+    if at < 0 or at + 8 > len(head):
+        return False
+    declared = struct.unpack("<I", head[at + 4:at + 8])[0]
+    frame_bytes = max(1, sound.channels * (_WAV_BITS.get(sound.subtype, 16) // 8))
+    return declared not in (0, 0xFFFFFFFF) and frames < declared // frame_bytes
+
+
+def _decode_libsndfile(source: Source, sound, facts: AudioFacts, name: str,
+                       max_seconds: float | None) -> Decoded | None:
+    """The header's frame count (bounded by max_seconds in _check_facts), read in blocks that
+    are mixed to mono at once; Ogg in one read (the module docstring). None when libsndfile
+    fails in the middle (a truncated FLAC loses sync on the whole block): FFmpeg's turn."""
     _check_facts(facts, name, max_seconds, codec_checked=True)
-    samples = sound.read(frames=sound.frames, dtype="float32", always_2d=False)
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1, dtype=np.float32)
-    if not samples.size:
+    block = sound.frames if facts.container == "ogg" else BLOCK_FRAMES
+    mono = np.empty(sound.frames, dtype=np.float32)  # the one copy held: no list of blocks to concatenate
+    held = 0
+    truncated = False
+    while held < sound.frames:
+        try:
+            samples = sound.read(frames=min(block, sound.frames - held), dtype="float32", always_2d=True)
+        except Exception:  # a cut or damaged stream: FFmpeg keeps what decodes before the damage
+            return None
+        if not len(samples):  # the data ended before the header's count: a cut upload
+            truncated = held > 0
+            break
+        if samples.shape[1] > 1:
+            np.mean(samples, axis=1, dtype=np.float32, out=mono[held:held + len(samples)])
+        else:
+            mono[held:held + len(samples)] = samples[:, 0]
+        held += len(samples)
+        del samples
+    if not held:
         raise _error(f"{name} is empty (0 samples); record the utterance again", "empty")
-    return samples, facts.sample_rate
+    truncated = truncated or _riff_cut_short(source, sound, held)
+    return Decoded(mono[:held] if held < len(mono) else mono, facts.sample_rate, truncated)
 
 
 def probe(source: Source, name: str = "audio") -> AudioFacts:
@@ -210,7 +285,7 @@ def probe(source: Source, name: str = "audio") -> AudioFacts:
 def _decode_frames(container, facts: AudioFacts, name: str, limit: int | None) -> tuple[list[np.ndarray], str]:
     """(chunks, problem): the problem is returned, not raised, so that the chunks are
     dropped before the caller raises (a traceback would keep them alive until the garbage
-    collector runs)."""
+    collector runs). The problem "truncated" keeps the chunks."""
     import av
 
     stream = container.streams.audio[0]
@@ -233,21 +308,24 @@ def _decode_frames(container, facts: AudioFacts, name: str, limit: int | None) -
     except (av.error.FFmpegError, EOFError) as e:
         if not chunks:
             return [], f"cannot decode {name}: {ffmpeg_reason(e)}; give {ACCEPTED}"
-        # a truncated tail (an upload cut short): keep what decoded
+        return chunks, "truncated"  # an upload cut short: keep what decoded, and say so
     except Exception as e:
         return [], f"cannot decode {name}: {ffmpeg_reason(e)}; give {ACCEPTED}"
     return chunks, ""
 
 
-def decode(source: Source, name: str = "audio", max_seconds: float | None = None) -> tuple[np.ndarray, int]:
-    """(float32 mono samples, sample rate) of a file path or the bytes of a file; never more
+def decode(source: Source, name: str = "audio", max_seconds: float | None = None) -> Decoded:
+    """Mono float32 samples and their rate from a file path or the bytes of a file; never more
     than ``max_seconds`` of samples are decoded (None: no cap, for trusted corpus files)."""
     sound = _open_libsndfile(source)
     if sound is not None:
         with sound:
             facts = _libsndfile_facts(sound)
-            if facts.duration is not None:  # a header that does not say how long: FFmpeg, frame by frame
-                return _decode_libsndfile(sound, facts, name, max_seconds)
+            # FFmpeg, frame by frame: a header that does not say how long, or Ogg with many channels
+            if facts.duration is not None and not (facts.container == "ogg" and facts.channels > 2):
+                decoded = _decode_libsndfile(source, sound, facts, name, max_seconds)
+                if decoded is not None:
+                    return decoded
     container = _open(source, name)
     try:
         facts = _facts(container, name)
@@ -258,8 +336,13 @@ def decode(source: Source, name: str = "audio", max_seconds: float | None = None
         container.close()
     if problem == "too long":
         raise _error(too_long_message(name, f"longer than {max_seconds:g} s", max_seconds), "too_long")
-    if problem:
+    if problem and problem != "truncated":
         raise _error(problem)
     if not chunks:
         raise _error(f"{name} is empty (0 samples); record the utterance again", "empty")
-    return np.concatenate(chunks), facts.sample_rate
+    samples = np.concatenate(chunks)
+    del chunks
+    # a stream that ends well before the duration its header gives was cut (an exact duration
+    # may differ by a codec delay; an estimate by a lot)
+    short = facts.duration is not None and facts.exact and len(samples) / facts.sample_rate < facts.duration - 0.25
+    return Decoded(samples, facts.sample_rate, problem == "truncated" or short)

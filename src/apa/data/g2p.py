@@ -1,5 +1,6 @@
-"""Guessed pronunciations of words no lexicon knows: eSpeak NG (en-us), offline, mapped to
-ARPAbet with stress marks.
+"""eSpeak NG (en-us), offline, the one home of its library: guessed pronunciations of words no
+lexicon knows, mapped to ARPAbet with stress marks, and spoken model pronunciations
+(:func:`speak`: the learner's page plays the sentence and each weak word said by it).
 
     guess_phones("ZELENSKYY") -> ['Z', 'EH2', 'L', 'AH0', 'N', 'S', 'K', 'IY1'] (for example)
 
@@ -82,6 +83,13 @@ def ipa_to_arpabet(ipa: str) -> list[str]:
     return phones
 
 
+# A callback from eSpeak's synthesiser: (samples, count, events) -> 0 to go on.
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+# Words a minute of the model pronunciation: eSpeak's default is 175; a learner imitates a
+# slower, clearer model (140 is a careful reading pace).
+SPEAKING_RATE_WPM = 140
+
+
 class _Espeak:
     """libespeak-ng from the espeakng-loader wheel, through ctypes. eSpeak keeps global
     state, so calls are serialised by a lock."""
@@ -89,6 +97,8 @@ class _Espeak:
     SYNCHRONOUS = 2
     UTF8 = 1
     IPA = 0x02
+    RATE = 1  # espeakRATE
+    CHARACTER = 1  # POS_CHARACTER
 
     def __init__(self, voice: str = "en-us"):
         import espeakng_loader
@@ -97,13 +107,36 @@ class _Espeak:
         self.lib = ctypes.cdll.LoadLibrary(espeakng_loader.get_library_path())
         data_parent = Path(espeakng_loader.get_data_path()).parent
         self.lib.espeak_Initialize.restype = ctypes.c_int
-        if self.lib.espeak_Initialize(self.SYNCHRONOUS, 0, str(data_parent).encode(), 0) <= 0:
+        self.sample_rate = self.lib.espeak_Initialize(self.SYNCHRONOUS, 0, str(data_parent).encode(), 0)
+        if self.sample_rate <= 0:
             raise G2PUnavailable(f"eSpeak NG did not start with its data in {data_parent}; reinstall "
                                  "espeakng-loader (pip install -e '.[g2p]')")
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise G2PUnavailable(f"eSpeak NG has no voice {voice!r}")
         self.lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         self.lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
+        self.lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+                                          ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        self._chunks: list[bytes] = []
+
+        def collect(samples, count, events):
+            if samples and count > 0:
+                self._chunks.append(ctypes.string_at(samples, count * 2))
+            return 0
+
+        self._callback = _SYNTH_CALLBACK(collect)  # kept: eSpeak holds the pointer
+        self.lib.espeak_SetSynthCallback(self._callback)
+
+    def synth(self, text: str, words_per_minute: int) -> bytes:
+        """16-bit mono PCM at ``sample_rate`` of ``text`` said by eSpeak."""
+        data = text.encode("utf-8")
+        with self.lock:
+            self._chunks = []
+            self.lib.espeak_SetParameter(self.RATE, int(words_per_minute), 0)
+            if self.lib.espeak_Synth(data, len(data) + 1, 0, self.CHARACTER, 0, self.UTF8, None, None) != 0:
+                raise ApaError(f"eSpeak NG could not say {text[:40]!r}")
+            pcm, self._chunks = b"".join(self._chunks), []
+        return pcm
 
     def ipa(self, text: str) -> str:
         with self.lock:
@@ -140,3 +173,12 @@ def guess_phones(word: str) -> tuple[str, ...]:
     if not phones:
         raise ValueError(f"eSpeak NG gave no phones for {word!r}")
     return tuple(phones)
+
+
+@functools.lru_cache(maxsize=256)
+def speak(text: str, words_per_minute: int = SPEAKING_RATE_WPM) -> tuple[bytes, int]:
+    """(16-bit mono PCM, sample rate) of ``text`` said by eSpeak NG's en-us voice: the model
+    pronunciation the learner's page plays. Cached: a class hears the same sentences.
+    Raises G2PUnavailable without the package."""
+    engine = _espeak()
+    return engine.synth(text, words_per_minute), engine.sample_rate

@@ -5,8 +5,12 @@
 
 Rules, in order:
 
-1. Unicode: NFKC (full-width digits, ligatures), curly quotes and primes -> ``'``, dashes,
-   ellipses and non-breaking spaces -> spaces.
+1. Unicode: compatibility forms (full-width digits, ligatures) as NFKC does; invisible
+   format characters (zero-width spaces and joiners, soft hyphens, byte-order marks) removed,
+   so that ``HEL<U+200B>LO`` is HELLO; combining marks removed before words are split, so
+   that ``İstanbul`` (I with a dot above, which lower-cases to i + a combining dot) is
+   ISTANBUL; curly quotes and primes -> ``'``, dashes, ellipses and non-breaking spaces ->
+   spaces.
 2. A few abbreviations that are always read the same way: e.g., i.e., etc., Mr., Mrs.,
    Dr., vs., &, +, =.
 3. Money ($ £ € with optional cents): ``$5.50`` -> FIVE DOLLARS AND FIFTY CENTS.
@@ -14,7 +18,9 @@ Rules, in order:
    O'CLOCK), decades (``1990s``, ``'90s``), ordinals (``21st``).
 5. Numbers: four digits from 1100 to 2099 are read as years (``1990`` -> NINETEEN NINETY,
    ``2005`` -> TWO THOUSAND AND FIVE); decimals digit by digit after POINT; other integers as
-   cardinals, with or without thousands commas.
+   cardinals, with or without thousands commas. A whole number of more than
+   ``MAX_NUMBER_DIGITS`` digits is refused (ApaError): nobody reads it aloud as one number,
+   and num2words cannot say it (a 400-digit number raised OverflowError).
 6. Every character that is not a letter, a digit or an apostrophe inside a word separates
    words (``Hello,world`` -> HELLO WORLD, ``well-known`` -> WELL KNOWN: CMUdict lists the
    parts); accents are removed (NAÏVE -> NAIVE); contractions keep their apostrophe (DON'T).
@@ -30,6 +36,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from apa.errors import ApaError
+
 _PUNCTUATION = str.maketrans({
     "\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'", "`": "'", "\u00b4": "'",
     "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"',
@@ -43,6 +51,8 @@ CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "poun
 DECADES = {0: "hundreds", 10: "tens", 20: "twenties", 30: "thirties", 40: "forties", 50: "fifties",
            60: "sixties", 70: "seventies", 80: "eighties", 90: "nineties"}
 _INTEGER = r"\d{1,3}(?:,\d{3})+(?!\d)|\d+"
+# Hundreds of quintillions; num2words stops somewhere past 10^36 with an OverflowError.
+MAX_NUMBER_DIGITS = 21
 
 
 def _cardinal(n: int) -> str:
@@ -106,10 +116,22 @@ def _integer(match: re.Match) -> str:
     return f" {_cardinal(n)} "
 
 
+def _plain(text: str) -> str:
+    """Compatibility forms folded, invisible format characters (category Cf) and combining
+    marks (Mn) removed: NFKD, filter, NFC."""
+    kept = (ch for ch in unicodedata.normalize("NFKD", text) if unicodedata.category(ch) not in ("Cf", "Mn"))
+    return unicodedata.normalize("NFC", "".join(kept))
+
+
 def spell_out(text: str) -> str:
     """``text`` with unicode punctuation, abbreviations, money, times and numbers in words
     (lower case; word separation is left to :func:`normalise_words`)."""
-    text = unicodedata.normalize("NFKC", text).translate(_PUNCTUATION).lower()
+    text = _plain(text).translate(_PUNCTUATION).lower()
+    for match in re.finditer(r"(?<![\d.])(?:" + _INTEGER + ")", text):
+        digits = match.group(0).replace(",", "")
+        if len(digits) > MAX_NUMBER_DIGITS:
+            raise ApaError(f"the text holds a {len(digits)}-digit number ({digits[:12]}...); at most "
+                           f"{MAX_NUMBER_DIGITS} digits are read as one number: type it in words or digit by digit")
     for short, long in ABBREVIATIONS.items():
         after = r"(?![a-z])" if short[-1].isalpha() else ""
         text = re.sub(r"(?<![a-z])" + re.escape(short) + after, f" {long} ", text)

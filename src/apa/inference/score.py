@@ -43,7 +43,7 @@ try:  # pydantic (the HTTP service's schema) needs typing_extensions' TypedDict 
 except ImportError:  # pragma: no cover
     from typing import TypedDict
 
-from apa.data.audio import SAMPLE_RATE, AudioError, check_clip, to_mono_16k
+from apa.data.audio import LONGEST_RECORDING_SECONDS, SAMPLE_RATE, AudioError, check_clip, to_mono_16k
 from apa.data.manifest import Utterance, Word
 from apa.data.lexicon import Pronouncer
 from apa.data.textnorm import normalise_words
@@ -226,8 +226,10 @@ class Recording:
     utt: Utterance
     guessed: list[bool] = field(default_factory=list)
     input_text: str | None = None
-    # The acoustic model's evidence (apa.evidence): computed by score_prepared when not given.
+    notes: list[str] = field(default_factory=list)
+    """What the learner should know about the audio (a cut upload): first in ``problems``."""
     evidence: dict | None = None
+    """The acoustic model's evidence (apa.evidence): computed by score_prepared when not given."""
 
 
 def prepare_recording(audio: np.ndarray, text: str, lexicon: dict[str, list[str]] | None = None,
@@ -331,12 +333,11 @@ def score_prepared(model, processor, recordings: Sequence[Recording], task: Task
     utts = [r.utt for r in recordings]
     decoded = decode_batch(model, processor, utts, task, audios=[r.audio for r in recordings],
                            decoding=decoding, between_calls=between_calls)
-    return [build_result(r.utt, task, prediction_record(r.utt, task, d), decoding, threshold, r.guessed,
-                         r.input_text, r.evidence) for r, d in zip(recordings, decoded)]
-
-
-# The longest clip scored when the model itself has no window (it would hear an hour).
-LONGEST_RECORDING_SECONDS = 60.0
+    results = [build_result(r.utt, task, prediction_record(r.utt, task, d), decoding, threshold, r.guessed,
+                            r.input_text, r.evidence) for r, d in zip(recordings, decoded)]
+    for recording, result in zip(recordings, results):
+        result["problems"][:0] = recording.notes
+    return results
 
 
 def clip_limit(processor, max_seconds: float | None = None) -> float:

@@ -4,9 +4,17 @@
   ``NAME KEY``; # comments) and/or the environment (``APA_API_KEYS``, comma-separated).
   A client sends ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``. Keys are compared in
   constant time; only a key's name (never the key) reaches logs and metrics.
-- **Rate limit** (off unless ``--rate-limit N`` per minute): a token bucket per key (per
-  client address when there are no keys) holding up to N requests, refilled at N a minute;
-  a refused request gets 429 with the seconds until the next token in ``Retry-After``.
+- **Rate limit** (off unless ``--rate-limit N`` per minute; N must be positive, ``0`` is an
+  error rather than a silent "off"): a token bucket per key (per client address when there
+  are no keys) holding up to N requests, refilled at N a minute; a refused request gets 429
+  with the seconds until the next token in ``Retry-After``. A request the service refuses
+  (4xx for its content, 503 busy) gives its token back: only answered work is counted.
+- **Wrong keys are limited** whenever keys are set: ``FAILED_KEYS_PER_MINUTE`` missing or
+  wrong keys a minute per client address, then 429 for that address (a right key included)
+  until the bucket refills, so keys cannot be guessed at network speed.
+- **Client address**: the peer's address. ``X-Forwarded-For`` is believed only from the
+  proxies given with ``--trusted-proxy`` (uvicorn's ``forwarded_allow_ips``); by default it
+  is ignored, so a local client cannot escape the limit by naming another address.
 
 The learner's page, ``/health`` and the API description stay open; ``/score`` and
 ``/metrics`` need a key when keys are set.
@@ -19,7 +27,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -28,6 +36,7 @@ from apa.errors import ApaError
 API_KEYS_ENV = "APA_API_KEYS"
 MIN_KEY_CHARS = 16  # a shorter key can be guessed
 MAX_BUCKETS = 10_000  # client addresses remembered before idle ones are forgotten
+FAILED_KEYS_PER_MINUTE = 10  # a person who mistypes a key tries a few times; a guesser millions
 
 
 class Denied(Exception):
@@ -90,6 +99,21 @@ class RateLimiter:
             self.buckets[identity] = (tokens, now)
             return max(1, math.ceil((1.0 - tokens) / self.per_second))
 
+    def waiting(self, identity: str) -> int | None:
+        """take() without taking: the seconds until ``identity`` has a token, or None."""
+        now = self.clock()
+        with self.lock:
+            tokens, at = self.buckets.get(identity, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - at) * self.per_second)
+        return None if tokens >= 1.0 else max(1, math.ceil((1.0 - tokens) / self.per_second))
+
+    def give_back(self, identity: str) -> None:
+        """Return the token a refused request took."""
+        now = self.clock()
+        with self.lock:
+            tokens, at = self.buckets.get(identity, (self.capacity, now))
+            self.buckets[identity] = (min(self.capacity, tokens + (now - at) * self.per_second + 1.0), now)
+
     def _forget_full(self, now: float) -> None:
         full = [k for k, (tokens, at) in self.buckets.items()
                 if tokens + (now - at) * self.per_second >= self.capacity]
@@ -101,6 +125,7 @@ class RateLimiter:
 class AccessControl:
     keys: dict[str, str]
     limiter: RateLimiter | None = None
+    failures: RateLimiter = field(default_factory=lambda: RateLimiter(FAILED_KEYS_PER_MINUTE))
 
     @property
     def enabled(self) -> bool:
@@ -117,8 +142,13 @@ class AccessControl:
         (401) without a valid key when keys are set."""
         if not self.keys:
             return f"client {client}"
+        wait = self.failures.waiting(client)
+        if wait is not None:
+            raise Denied(429, f"too many requests with a missing or wrong API key from {client}; retry in {wait} s "
+                              "with a valid key", "key_attempts", retry_after=wait)
         presented = self._presented_key(headers)
         if not presented:
+            self.failures.take(client)
             raise Denied(401, "an API key is needed: send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
                          "no_key")
         name = None
@@ -126,14 +156,21 @@ class AccessControl:
             if hmac.compare_digest(key.encode(), presented.encode()):
                 name = key_name
         if name is None:
+            self.failures.take(client)
             raise Denied(401, "the API key is not valid; check it with whoever runs this server", "bad_key")
         return name
 
-    def admit(self, headers: Mapping[str, str], client: str, limited: bool = True) -> str:
+    def admit(self, headers: Mapping[str, str], client: str, limited: bool = True) -> str | None:
+        """The identity whose token was taken (for :meth:`give_back`), None when none was."""
         identity = self.identify(headers, client)
-        if limited and self.limiter is not None:
-            wait = self.limiter.take(identity)
-            if wait is not None:
-                raise Denied(429, f"rate limit of {self.limiter.capacity:g} requests a minute reached; "
-                                  f"retry in {wait} s", "rate_limited", retry_after=wait)
+        if not limited or self.limiter is None:
+            return None
+        wait = self.limiter.take(identity)
+        if wait is not None:
+            raise Denied(429, f"rate limit of {self.limiter.capacity:g} requests a minute reached; "
+                              f"retry in {wait} s", "rate_limited", retry_after=wait)
         return identity
+
+    def give_back(self, identity: str | None) -> None:
+        if identity is not None and self.limiter is not None:
+            self.limiter.give_back(identity)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse
 
+from apa.serve.answers import error_response
+
 
 class BodyLimit:
     """413 for a request body over ``max_bytes`` (the module docstring)."""
@@ -15,9 +17,8 @@ class BodyLimit:
         self.max_bytes = max_bytes
 
     def _too_large(self) -> JSONResponse:
-        return JSONResponse({"error": f"request body is larger than {self.max_bytes / 2**20:.1f} MiB; "
-                                      "send a shorter recording or a compressed format (Opus, AAC, MP3, FLAC)"},
-                            status_code=413)
+        return error_response(413, f"request body is larger than {self.max_bytes / 2**20:.1f} MiB; send a shorter "
+                                   "recording or a compressed format (Opus, AAC, MP3, FLAC)", "too_large")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

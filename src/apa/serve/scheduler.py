@@ -190,13 +190,18 @@ class Scheduler:
 
     # ---- requests ------------------------------------------------------------------
 
-    def submit(self, recording: Recording, task: str, cost: int) -> Job:
+    def check_room(self) -> None:
+        """Busy when a request would be refused now: called before an upload is decoded, so that
+        a full queue answers 503 at once instead of after seconds of decoding in a burst."""
         if self.draining:
             raise Busy("the server is shutting down; retry shortly", self.retry_after())
         if not self.alive:
             raise Busy("the scoring worker is not running; restart the server", 30)
         if self.queue_depth() >= self.max_queue:
             raise Busy(f"server busy: {self.max_queue} requests are waiting; retry shortly", self.retry_after())
+
+    def submit(self, recording: Recording, task: str, cost: int) -> Job:
+        self.check_room()  # again: the queue may have filled while this upload was decoded
         job = Job(recording, task, cost, asyncio.get_running_loop().create_future())
         lane = self.lanes["short" if cost <= self.short_cost else "long"]
         lane.waiting.append(job)

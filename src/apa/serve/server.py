@@ -6,7 +6,8 @@ connection that was just opened, or that sends one header byte every 10 s, is ne
 (200 such connections were held for good). :class:`ReadDeadlineH11Protocol` arms a
 deadline when a connection opens and when the first byte of a request arrives; later
 bytes do not extend it; it is cancelled once the whole request is in. On expiry the
-connection gets 408 (when no response has started) and is closed. Size it for the slowest
+connection gets 408 when no response has started, a slow body included (the app, waiting
+for the rest of the body, sees a disconnect), and is closed. Size it for the slowest
 legitimate upload: 30 s carries 10 MB at 2.7 Mbit/s. A reverse proxy's own timeouts
 (nginx ``client_header_timeout``, ``client_body_timeout``) do the same job in front.
 
@@ -14,11 +15,16 @@ legitimate upload: 30 s carries 10 MB at 2.7 Mbit/s. A reverse proxy's own timeo
 connections get 503 with Retry-After), lets running requests finish for at most
 ``drain_seconds``, then cancels them; a cancelled request abandons its job, so its batch
 stops at the next model call, and the model threads are joined before exit.
+
+**Client addresses.** uvicorn believes ``X-Forwarded-For`` from 127.0.0.1 by default, so
+any local client could name another address and escape the per-address rate limit. Here
+the header is ignored unless ``trusted_proxies`` lists the reverse proxy's address.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Sequence
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -68,11 +74,17 @@ class ReadDeadlineH11Protocol(H11Protocol):
         self._read_deadline = None
         if self.transport.is_closing() or self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
             return
-        if (self.cycle is None or self.cycle.response_complete) and self.conn.our_state == h11.IDLE:
+        waiting_for_body = self.cycle is not None and not self.cycle.response_started  # h11: SEND_RESPONSE
+        if self.conn.our_state == h11.IDLE or waiting_for_body:  # no response started
+            if waiting_for_body:
+                # the app waits for the body: it now reads a disconnect, and what it sends is dropped
+                self.cycle.disconnected = True
+                self.cycle.message_event.set()
             try:
-                body = b"request timeout: the request was not sent in time\n"
+                body = (b'{"error": "the request was not sent within the read deadline; send it again, or a smaller '
+                        b'recording on a slow connection", "code": "timeout"}')
                 self.transport.write(self.conn.send(h11.Response(status_code=408, reason=b"Request Timeout", headers=[
-                    (b"content-type", b"text/plain"), (b"connection", b"close"),
+                    (b"content-type", b"application/json"), (b"connection", b"close"),
                     (b"content-length", str(len(body)).encode())])) + self.conn.send(h11.Data(data=body))
                     + self.conn.send(h11.EndOfMessage()))
             except h11.LocalProtocolError:
@@ -89,7 +101,8 @@ def protocol_with_deadline(seconds: float) -> type[ReadDeadlineH11Protocol]:
 
 
 def make_server(app, host: str = "127.0.0.1", port: int = 8000, read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
-                drain_s: float = DEFAULT_DRAIN_S, keep_alive_s: float = DEFAULT_KEEP_ALIVE_S, log_level: str = "info"):
+                drain_s: float = DEFAULT_DRAIN_S, keep_alive_s: float = DEFAULT_KEEP_ALIVE_S, log_level: str = "info",
+                trusted_proxies: Sequence[str] = ()):
     """A uvicorn.Server for ``app`` with the read deadline and the drain (module docstring)."""
     import uvicorn
 
@@ -100,5 +113,6 @@ def make_server(app, host: str = "127.0.0.1", port: int = 8000, read_timeout_s: 
 
     config = uvicorn.Config(app, host=host, port=port, http=protocol_with_deadline(read_timeout_s),
                             timeout_keep_alive=keep_alive_s, timeout_graceful_shutdown=drain_s,
-                            log_level=log_level, lifespan="on")
+                            log_level=log_level, lifespan="on", proxy_headers=bool(trusted_proxies),
+                            forwarded_allow_ips=list(trusted_proxies) or None)
     return DrainingServer(config)
