@@ -48,3 +48,13 @@ def test_no_module_imports_from_a_higher_layer():
             if layer(target) > layer(name):
                 wrong.append(f"{name} (layer {layer(name)}) imports {target} (layer {layer(target)})")
     assert not wrong, "\n".join(wrong)
+
+
+# Reworked in the service's own branch (audio decoding moves into one module); not this test's to hide.
+KNOWN_CIRCLES = {("apa.data.audio", "apa.data.decode")}
+
+
+def test_no_two_modules_import_each_other():
+    graph = {module_name(path): imports(path) for path in SRC.rglob("*.py")}
+    circles = {tuple(sorted((a, b))) for a, targets in graph.items() for b in targets if a in graph.get(b, ())}
+    assert circles <= KNOWN_CIRCLES, f"modules that import each other: {sorted(circles - KNOWN_CIRCLES)}"
