@@ -25,6 +25,7 @@ COMMANDS = {
     "proxy": ("proxy", "the real-data proof: train a small model from scratch on speechocean762 and compare with controls"),
     "score": ("score", "score one recording against its text: JSON with sentence, word and phone scores"),
     "serve": ("serve", "HTTP scoring service: POST /score, GET /health, OpenAPI"),
+    "export": ("export", "an adapter as other tools load it: renamed for the release, or merged into the model"),
     "report": ("report", "assemble evaluations of several runs into the paper's Tables 1-3"),
 }
 
