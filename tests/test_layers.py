@@ -48,3 +48,9 @@ def test_no_module_imports_from_a_higher_layer():
             if layer(target) > layer(name):
                 wrong.append(f"{name} (layer {layer(name)}) imports {target} (layer {layer(target)})")
     assert not wrong, "\n".join(wrong)
+
+
+def test_no_two_modules_import_each_other():
+    graph = {module_name(path): imports(path) for path in SRC.rglob("*.py")}
+    circles = {tuple(sorted((a, b))) for a, targets in graph.items() for b in targets if a in graph.get(b, ())}
+    assert not circles, f"modules that import each other: {sorted(circles)}"

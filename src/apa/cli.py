@@ -30,6 +30,7 @@ COMMANDS = {
     "score": ("score", "score one recording against its text: JSON with sentence, word and phone scores"),
     "serve": ("serve", "HTTP scoring service for any backbone: the learner's page, POST /score, GET /speak, "
                        "/health, /metrics, OpenAPI"),
+    "export": ("export", "an adapter as other tools load it: renamed for the release, or merged into the model"),
     "report": ("report", "assemble evaluations of several runs into the paper's Tables 1-3"),
 }
 

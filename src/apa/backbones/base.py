@@ -74,6 +74,9 @@ class Processor:
     lora_targets: ClassVar[tuple[str, ...]] = ()  # the language model's linear layers (last names)
     audio_lora_targets: ClassVar[tuple[str, ...]] = ()  # the audio encoder's, for train_audio
     has_window: ClassVar[bool] = True        # the model hears a fixed window (build_tiny takes window_seconds)
+    # (in-memory prefix, release prefix) of the tensor names that differ between the model
+    # transformers holds and the released checkpoint, first match wins (apa.backbones.release).
+    release_names: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __init__(self, tokenizer, feature_extractor):
         self.tokenizer = tokenizer
@@ -207,9 +210,18 @@ class Processor:
         would also hit the audio (or vision) encoder's layers of the same names."""
         target_modules = tuple(target_modules or self.lora_targets)
         inner = unwrap(model)
-        parts = [rf"{re.escape(module_path(inner, self.text_model(inner)))}\..*\.({'|'.join(map(re.escape, target_modules))})"]
+
+
+        def anchor(module) -> str:
+            # The module's release path too: the adapter then also loads onto a model laid out
+            # as the release (the whole Qwen2.5-Omni, thinker.model.*), not only onto apa's.
+            path = module_path(inner, module)
+            release = self.release_name(path + ".")[:-1]
+            return re.escape(path) if release == path else f"({re.escape(path)}|{re.escape(release)})"
+
+        parts = [rf"{anchor(self.text_model(inner))}\..*\.({'|'.join(map(re.escape, target_modules))})"]
         if train_audio:
-            parts.append(rf"{re.escape(module_path(inner, self.audio_encoder(inner)))}\..*\."
+            parts.append(rf"{anchor(self.audio_encoder(inner))}\..*\."
                          rf"({'|'.join(map(re.escape, self.audio_lora_targets))})")
         return "^(" + "|".join(parts) + ")$"
 
@@ -219,6 +231,21 @@ class Processor:
         if len(self.tokenizer) > vocab:
             raise ApaError(f"{name}: the tokenizer has {len(self.tokenizer)} tokens but the model only {vocab}; "
                            "the model and processor do not belong together")
+
+    # --- the release layout ------------------------------------------------------------------------
+    @classmethod
+    def release_name(cls, name: str) -> str:
+        """A tensor or module name of the model in memory as the release names it."""
+        for old, new in cls.release_names:
+            if name.startswith(old):
+                return new + name[len(old):]
+        return name
+
+    @classmethod
+    def release_config(cls, model):
+        """The config a saved ``model`` gets when the release's differs from the in-memory
+        model's own (the Omni thinker saved as the whole model), else None."""
+        return None
 
     # --- loading ----------------------------------------------------------------------------------
     @classmethod

@@ -244,6 +244,9 @@ class GraniteSpeech(Processor):
     lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     # the conformer's attention (to_q, to_kv, to_out) and feed-forward (up_proj, down_proj)
     audio_lora_targets = ("to_q", "to_kv", "to_out", "up_proj", "down_proj")
+    # transformers' conversion mapping for granite_speech, reversed; vLLM's loader reads these.
+    release_names = (("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
+                     ("model.encoder.", "encoder."), ("model.projector.", "projector."))
     has_window = False  # block attention over any length
     tiny_module = "apa.backbones.granite_speech_tiny"  # its tiny builder and real-shape model
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from apa.backbones.granite_speech import (AUDIO_TOKEN, END_OF_TEXT, LEADING_SPECIAL_TOKENS, SPEECH_LORA_TARGETS,
                                           TRAILING_SPECIAL_TOKENS, feature_extractor_class, merged,
                                           scale_logits)
+from apa.backbones.release import save_adapter, save_model
 from apa.backbones.tiny import TINY_BPE_VOCAB, check_size, seeded, tokenizer_corpus, train_byte_level_bpe
 from apa.errors import ApaError
 
@@ -181,9 +182,8 @@ def build_tiny(cls, out_dir: str | Path, seed: int = 0, size: str = "tiny", wind
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("adapter_config.json", "adapter_model.safetensors"):  # from_pretrained would attach them
         (out / stale).unlink(missing_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
+    save_model(model, processor, out)
     adapted = _with_speech_adapter(model, seed)
     adapted.peft_config["default"].base_model_name_or_path = str(out)
-    adapted.save_pretrained(str(out))
+    save_adapter(adapted, cls, out)
     return out

@@ -160,18 +160,28 @@ def load_model_and_processor(name_or_path: str | os.PathLike | None = None, adap
 
 
 def load_adapter(model, adapter_dir: str | os.PathLike, is_trainable: bool = False):
-    """Wrap ``model`` with a saved LoRA adapter (PeftModel.from_pretrained)."""
+    """Wrap ``model`` with a saved LoRA adapter (PeftModel.from_pretrained): named for the
+    release (apa.backbones.release) or, as apa wrote them before, for the model in memory.
+    Refuses an adapter that would load without effect."""
     from peft import PeftModel
+
+    from apa.backbones import backbone_for_model_type
+    from apa.backbones.base import unwrap
+    from apa.backbones.release import adapter_key_mapping, check_adapter_landed
 
     path = Path(adapter_dir)
     if not (path / "adapter_config.json").is_file():
         raise ApaError(f"adapter directory {path} has no adapter_config.json; pass --adapter with a "
                        "directory saved by `apa train` (or leave it out to use the base model)")
+    backbone = backbone_for_model_type(unwrap(model).config.model_type)
     try:
-        return PeftModel.from_pretrained(model, str(path), is_trainable=is_trainable)
+        wrapped = PeftModel.from_pretrained(model, str(path), is_trainable=is_trainable,
+                                            key_mapping=adapter_key_mapping(backbone))
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise ApaError(f"cannot load adapter {path} onto this model: {first_line(e)}; "
                        "was it trained on the same base model?") from None
+    check_adapter_landed(wrapped, path, backbone)
+    return wrapped
 
 
 def run_info(folder: str | os.PathLike) -> dict:

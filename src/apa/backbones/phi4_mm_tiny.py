@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from apa.backbones.phi4_mm import CHAT_TEMPLATE, SPEECH_LORA, merged
+from apa.backbones.release import save_adapter, save_model
 from apa.backbones.tiny import check_size, seeded, tokenizer_corpus, train_byte_level_bpe
 from apa.errors import ApaError
 
@@ -197,7 +198,6 @@ def build_tiny(backbone, out_dir, seed: int = 0, size: str = "tiny", window_seco
     model, processor = _base(backbone, seed, size, window_seconds)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)  # before the adapter is attached: plain base weights
-    processor.save_pretrained(out)
-    _with_speech_lora(processor, model, seed).save_pretrained(str(out / SPEECH_LORA))
+    save_model(model, processor, out)  # before the adapter is attached: plain base weights
+    save_adapter(_with_speech_lora(processor, model, seed), backbone, out / SPEECH_LORA)
     return out

@@ -122,6 +122,8 @@ class Qwen2_5Omni(Processor):
     clip_keys = ("input_features", "feature_attention_mask")
     lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     audio_lora_targets = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+    # apa holds the thinker alone; the release (and vLLM's loader) has it under thinker.
+    release_names = (("", "thinker."),)
 
     # --- batches ------------------------------------------------------------------------------
     def encode(self, texts: Sequence[str], audios: Sequence[np.ndarray], padding_side: str) -> dict:
@@ -270,6 +272,17 @@ class Qwen2_5Omni(Processor):
         text["rope_parameters"] = dict(REAL_TEXT_CONFIG["rope_parameters"],
                                        mrope_section=[half_head // 4, half_head * 3 // 8, half_head * 3 // 8])
         return dict(REAL_AUDIO_CONFIG, **audio_sizes, output_dim=text["hidden_size"]), text
+
+    @classmethod
+    def release_config(cls, model):
+        """The whole model's config around the thinker's, without a talker (as the release
+        loads with enable_audio_output off): what transformers, PEFT and vLLM expect."""
+        from transformers import Qwen2_5OmniConfig
+
+        with talker_checks_quiet():
+            config = Qwen2_5OmniConfig(thinker_config=model.config.to_dict(), enable_audio_output=False)
+        config.architectures = ["Qwen2_5OmniForConditionalGeneration"]
+        return config
 
     @classmethod
     def _make_tiny_release(cls, seed: int, size: str, window_seconds: int | None):

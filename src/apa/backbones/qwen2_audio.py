@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from apa.backbones.base import Processor, unwrap
+from apa.backbones.release import save_model
 from apa.backbones.tiny import (TINY_BPE_VOCAB, check_size, check_window, seeded, sinusoids, tokenizer_corpus,
                                 train_byte_level_bpe)
 from apa.errors import ApaError
@@ -74,6 +75,9 @@ class Qwen2Audio(Processor):
     clip_keys = ("input_features", "feature_attention_mask")
     lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     audio_lora_targets = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+    # transformers' conversion mapping for qwen2_audio, reversed; vLLM's loader reads these.
+    release_names = (("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
+                     ("model.audio_tower.", "audio_tower."), ("model.multi_modal_projector.", "multi_modal_projector."))
 
     def __init__(self, hf_processor):
         super().__init__(hf_processor.tokenizer, hf_processor.feature_extractor)
@@ -245,6 +249,5 @@ class Qwen2Audio(Processor):
         model, processor = cls.make_tiny(seed, size=size, window_seconds=window_seconds)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out)
-        processor.save_pretrained(out)
+        save_model(model, processor, out)
         return out

@@ -4,8 +4,8 @@ Batches hold utterances of similar length (audio tokens + prompt tokens), so lit
 goes into padding; each batch is appended to the predictions file and flushed as soon as it
 is decoded, so a crash loses at most one batch, and a rerun skips the ids already written.
 When the run completes, the file is rewritten (atomically) in manifest order. The file
-format is apa.predictions'. Several processes (torchrun) split the manifest:
-apa.inference.sharding.
+format is apa.predictions'. Several processes (torchrun) split the manifest
+(predict_sharded), each into its own shard file (apa.inference.sharding).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from apa.data.audio import audio_info, load_audio
 from apa.data.manifest import Utterance
 from apa.distributed import Processes
 from apa.errors import ApaError
-from apa.inference.decoding import DecodeStats, decode_batch, resolve_decoding
+from apa.inference.decoding import DecodeStats, decode_batch, model_device_dtype, resolve_decoding
+from apa.inference.sharding import merge_shards, shard_files, shard_path
 from apa.predictions import append_records, prediction_record, read_records, rewrite_in_order
 from apa.tasks import Task
 
@@ -96,12 +97,10 @@ def predict_manifest(model, processor, utts: Sequence[Utterance], task: Task, ou
 
     With several ``processes`` (torchrun / accelerate launch) this process predicts its
     share into its own shard file and rank 0 merges the shards: see
-    apa.inference.sharding.predict_sharded. Shard files left beside ``out_path`` by an
+    predict_sharded. Shard files left beside ``out_path`` by an
     interrupted multi-process run are merged in first, so a single-process rerun resumes
     them too.
     """
-    from apa.inference.sharding import merge_shards, predict_sharded, shard_files
-
     if batch_size < 1:
         raise ApaError(f"--batch-size must be at least 1, got {batch_size}")
     resolve_decoding(decoding)
@@ -120,3 +119,52 @@ def predict_manifest(model, processor, utts: Sequence[Utterance], task: Task, ou
     rewrite_in_order(out_path, records, utts)
     return PredictSummary(total=len(utts), new=len(todo), skipped=len(utts) - len(todo),
                           parsed=count_parsed(records, utts), calls_per_batch=stats.calls_per_batch)
+
+
+def predict_sharded(model, processor, utts: Sequence[Utterance], task: Task, out_path: str | os.PathLike,
+                    processes: Processes, batch_size: int = 8, max_new_tokens: int | None = None,
+                    decoding: str = "free", progress: bool = True) -> PredictSummary:
+    """One process's part of a multi-process prediction.
+
+    Process r of N predicts its share minus the ids already in ``out_path`` (or in shard
+    files of an earlier run with another N) into OUT.rank{r}-of-{N}.jsonl, appended per batch
+    and resumable exactly like ``out_path`` itself. When every process is done (they wait for
+    each other), rank 0 merges the shards into ``out_path`` in manifest order
+    (``merge_shards``), and every process returns once the merged file is written. Joins the
+    process group first when needed (on the model's device).
+
+    Rank 0 returns the summary of the whole manifest; the other ranks that of their share.
+    """
+    created = processes.join(model_device_dtype(model)[0])
+    try:
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        own = shard_path(out_path, processes.rank, processes.world_size)
+        # --out is only written by the merge at the end, so every process reads the same ids.
+        done = {r["id"] for r in read_records(out_path)}
+        done |= {r["id"] for r in read_records(own, repair=True)}
+        for path, _, world_size in shard_files(out_path):
+            if world_size != processes.world_size:  # left by an earlier run with another process count
+                done |= {r["id"] for r in read_records(path)}
+        mine = processes.take(utts)
+        todo = [utt for utt in mine if utt.id not in done]
+        stats = append_predictions(model, processor, todo, task, own, batch_size, max_new_tokens, decoding,
+                                   progress=progress and processes.is_main,
+                                   desc=f"predict (rank 0 of {processes.world_size})")
+
+        gathered = processes.gather((len(todo), stats.calls_per_batch))  # waits for every shard
+        if processes.is_main:
+            records = merge_shards(out_path, utts)
+            new = sum(n for n, _ in gathered)
+            summary = PredictSummary(total=len(utts), new=new, skipped=len(utts) - new,
+                                     parsed=count_parsed(records, utts),
+                                     calls_per_batch=[c for _, calls in gathered for c in calls])
+        else:
+            summary = PredictSummary(total=len(mine), new=len(todo), skipped=len(mine) - len(todo),
+                                     parsed=count_parsed(read_records(own), mine),
+                                     calls_per_batch=stats.calls_per_batch)
+        processes.barrier()  # the merged file is complete when any process returns
+    finally:
+        if created:
+            processes.leave()
+    return summary

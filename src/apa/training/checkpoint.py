@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from apa.backbones.release import adapter_weights_in_memory, backbone_of, save_weights
 from apa.distributed import rng_state, set_rng_state
 from apa.errors import ApaError
 from apa.files import atomic_folder
@@ -32,14 +33,15 @@ def weights_folder(full_finetune: bool) -> str:
     return "model" if full_finetune else "adapter"
 
 
-def save_checkpoint(out: Path, model, optimizer, scheduler, state: TrainState, keep: int,
+def save_checkpoint(out: Path, model, processor, optimizer, scheduler, state: TrainState, keep: int,
                     weights: str = "adapter") -> Path:
-    """Write OUT/checkpoints/step-N atomically and keep the newest ``keep`` of them."""
+    """Write OUT/checkpoints/step-N atomically and keep the newest ``keep`` of them; the weights
+    in the release layout (apa.backbones.release), so a checkpoint loads anywhere as it is."""
     root = out / "checkpoints"
     final = root / f"step-{state.step:06d}"
     try:
         with atomic_folder(final) as tmp:
-            model.save_pretrained(tmp / weights)
+            save_weights(model, processor, tmp / weights)
             torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                         "state": asdict(state), "rng": rng_state()}, tmp / "trainer_state.pt")
     except ApaError as e:
@@ -60,10 +62,9 @@ def load_checkpoint(checkpoint: Path, model, optimizer, scheduler, full_finetune
         _load_full_weights(model, checkpoint / weights_folder(True), device)
     else:
         from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
 
-        set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter" / "adapter_model.safetensors"),
-                                                   device=str(device)))
+        set_peft_model_state_dict(model, adapter_weights_in_memory(checkpoint / "adapter", backbone_of(model),
+                                                                   device=str(device)))
     saved = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])

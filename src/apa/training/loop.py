@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from apa.backbones.release import save_weights
 from apa.config import save_config
 from apa.distributed import Processes, seed_everything
 from apa.errors import ApaError
@@ -144,7 +145,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
 
     def save() -> None:
         if procs.is_main:
-            save_checkpoint(out, model, optimizer, scheduler, state, config.keep_checkpoints,
+            save_checkpoint(out, model, processor, optimizer, scheduler, state, config.keep_checkpoints,
                             weights_folder(config.full_finetune))
         procs.barrier()
 
@@ -209,9 +210,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         save()
     weights = out / weights_folder(config.full_finetune)
     if procs.is_main:
-        model.save_pretrained(weights)
-        if config.full_finetune:  # a complete model folder: `apa predict --model OUT/model`
-            processor.save_pretrained(weights)
+        # in the release layout: a complete model folder (`apa predict --model OUT/model`) or
+        # an adapter that PEFT and vLLM load onto the released checkpoint
+        save_weights(model, processor, weights)
         # the pronunciations the model was trained with travel with it (apa score / serve read them)
         write_lexicon(corpus_lexicon(u for s in sources for u in s.utterances), weights)
         # the training set's most frequent value per field: the parallel decoder's first guesses
