@@ -77,7 +77,7 @@ def _with_evidence(utt):
                     "utterance": {"speech_seconds": 1.5, "phones_per_second": 6.7, "pauses": 1,
                                   "pause_seconds": 0.3, "gop": -3.0, "match": 0.45},
                     "words": [{"gop": g, "phones": [{"gop": g} for _ in w.phones]}
-                              for g, w in zip((1.0, -5.0, -13.0, None), utt.words)]}
+                              for g, w in zip((1.0, -30.0, -100.0, None), utt.words)]}
     return utt
 
 
@@ -90,20 +90,34 @@ def test_without_evidence_the_prompts_are_the_papers_byte_for_byte():
         text = instruction(task, with_evidence)
         assert text != plain[name]
         # the evidence lines are added; nothing of the paper's prompt is changed or lost
-        added = ("Acoustic evidence", "Word goodness", "Phone goodness")
+        added = ("Estimates from a pretrained", "Word accuracy estimates", "Phone goodness")
         assert [line for line in text.splitlines() if not line.startswith(added)] == plain[name].splitlines()
     assert prompt_version(with_evidence) == EVIDENCE_PROMPT_VERSION != PROMPT_VERSION
 
 
 def test_the_evidence_prompt_gives_each_word_and_phone_its_level_in_order():
     utt = _with_evidence(bear_utterance())
-    assert word_levels(utt) == ["9", "7", "5", "?"]
-    assert phone_levels(utt) == [["9", "9"], ["7", "7", "7"], ["5", "5"], ["?", "?", "?"]]
+    words = word_levels(utt)
+    assert words[3] == "?" and all(0 <= int(level) <= 10 for level in words[:3])
+    # the estimate grows with the word's GOP (all else equal: the same utterance)
+    assert int(words[0]) >= int(words[1]) >= int(words[2]) and words[0] != words[2]
+    assert phone_levels(utt) == [["9", "9"], ["1", "1", "1"], ["0", "0"], ["?", "?", "?"]]
     multi = instruction(TASKS["multi"], utt)
-    assert "Word goodness: WE 9 CALL 7 IT 5 BEAR ?." in multi
-    assert "Phone goodness: 9 9 - 7 7 7 - 5 5 - ? ? ?." in multi
+    assert f"Word accuracy estimates: WE {words[0]} CALL {words[1]} IT {words[2]} BEAR ?." in multi
+    assert "that it hears something else): 9 9 - 1 1 1 - 0 0 - ? ? ?." in multi
     assert "Phone goodness" not in instruction(TASKS["word_sentence"], utt)
-    assert "Word goodness" in instruction(TASKS["sentence_accuracy"], utt)
+    assert "Word accuracy estimates" in instruction(TASKS["sentence_accuracy"], utt)
+
+
+def test_the_sentence_estimate_follows_the_evidence():
+    from apa.evidence.features import utterance_figures
+
+    good = _with_evidence(bear_utterance()).evidence
+    bad = {**good, "utterance": {**good["utterance"], "gop": -30.0, "match": 0.05},
+           "words": [{"gop": -30.0, "phones": []} for _ in range(4)]}
+    accuracy = [int(utterance_figures(r).split("accuracy ")[1].split(",")[0]) for r in (good, bad)]
+    assert accuracy[0] > accuracy[1]
+    assert utterance_figures({**good, "aligned": False}).startswith("alignment failed, accuracy ")
 
 
 # ---- the acoustic model on real speech ----------------------------------------------------

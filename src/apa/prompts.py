@@ -8,8 +8,9 @@ is saved with every run so that results can be traced to the exact prompt.
 
 An utterance that carries acoustic evidence (apa.evidence: ``evidence: gop`` in a training
 config) gets the same instruction with the evidence added after the reference lines: a line
-of utterance figures, the words' goodness (0-9), and, for tasks that score phones, each
-phone's goodness in the phone sequence's order. Without evidence the prompts are the paper's,
+of utterance figures (estimated accuracy and total, rate, pauses), each word's estimated
+accuracy, and, for tasks that score phones, each phone's goodness (0-9) in the phone
+sequence's order (apa.evidence.features). Without evidence the prompts are the paper's,
 byte for byte; with it, the prompt version is ``EVIDENCE_PROMPT_VERSION``. The chat text
 around an instruction (system turn, audio placeholder, assistant turn) is the backbone's
 (apa.backbones.base.Processor.render).
@@ -22,9 +23,10 @@ from apa.evidence.features import phone_levels, utterance_figures, word_levels
 from apa.tasks import Task
 
 PROMPT_VERSION = "1"
-EVIDENCE_PROMPT_VERSION = "1+gop.1"
-_EVIDENCE_INTRO = ("Acoustic evidence from a pretrained speech recogniser (goodness 0-9: 9 means the "
-                   "recogniser clearly hears the reference sound, 0 that it hears something else)")
+EVIDENCE_PROMPT_VERSION = "1+gop.2"
+_EVIDENCE_INTRO = "Estimates from a pretrained speech recogniser (0-10)"
+_PHONE_INTRO = ("Phone goodness (0-9: 9 means the recogniser clearly hears the reference sound, 0 that it "
+                "hears something else)")
 
 _SENTENCE_NAMES = {"accuracy": "accuracy", "fluency": "fluency", "prosody": "prosody",
                    "completeness": "completeness", "total": "a total score"}
@@ -65,9 +67,9 @@ def prompt_version(utt: Utterance | None = None) -> str:
 def evidence_lines(task: Task, utt: Utterance) -> list[str]:
     """The prompt lines of ``utt``'s acoustic evidence (see the module docstring)."""
     words = " ".join(f"{w.text} {level}" for w, level in zip(utt.words, word_levels(utt)))
-    lines = [f"{_EVIDENCE_INTRO}: {utterance_figures(utt.evidence)}.", f"Word goodness: {words}."]
+    lines = [f"{_EVIDENCE_INTRO}: {utterance_figures(utt.evidence)}.", f"Word accuracy estimates: {words}."]
     if task.phone:
-        lines.append("Phone goodness: " + " - ".join(" ".join(levels) for levels in phone_levels(utt)) + ".")
+        lines.append(f"{_PHONE_INTRO}: " + " - ".join(" ".join(levels) for levels in phone_levels(utt)) + ".")
     return lines
 
 
