@@ -95,13 +95,13 @@ def extract_manifest(utts: Sequence[Utterance], out: str | os.PathLike | None, m
                 pool.shutdown(cancel_futures=True)
     records = read_records(out)
     rewrite_in_order(out, records, utts)
-    wanted = {u.id for u in utts}
+    wanted, new = {u.id for u in utts}, {u.id for u in todo}
     mine = [r for r in records if r["id"] in wanted]
     return ExtractSummary(total=len(utts), new=len(todo),
                           failed_alignments=sum(1 for r in mine if not r.get("aligned")),
                           problems=sum(1 for r in mine if r.get("problem")),
                           cpu_seconds=_cpu_seconds(resource) - cpu_before,
-                          audio_seconds=sum(r.get("seconds") or 0.0 for r in records if r["id"] in {u.id for u in todo}))
+                          audio_seconds=sum(r.get("seconds") or 0.0 for r in mine if r["id"] in new))
 
 
 def _cpu_seconds(resource) -> float:
