@@ -21,6 +21,8 @@ def test_paper_configs_resolve_to_the_papers_values(path):
     assert config.lora_targets == [] and not config.train_audio  # the backbone's projections
     assert config.epochs == (2 if "plus_custom" in path.name else 3)
     assert config.dtype == "auto"
+    # the evidence variants differ from the paper's run in the evidence alone (and where they write)
+    assert config.evidence == ("gop" if path.stem.endswith("_gop") else "none")
     if config.method == "simpo":
         assert (config.beta, config.gamma, config.ce_weight, config.simpo_form) == (0.1, 0.5, 0.1, "paper")
     if config.method == "dpo":
