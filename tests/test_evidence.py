@@ -193,9 +193,11 @@ def test_gop_baseline_predicts_what_apa_evaluate_reads(real_clips, tmp_path):
                  "--out", str(out / "eval"), "--bootstrap", "10", "--no-plots"]) == 0
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["parse"]["matched"] == 20
-    # fitted on 60 clips only: what can be asserted is that the evidence carries signal at all
-    assert metrics["expected"]["sentence"]["accuracy"]["pcc"] > 0.2
-    assert metrics["expected"]["word"]["accuracy"]["pcc"] > 0.1
+    # Fitted on 60 clips, 20 to test: too few sentences or words to say more than chance, but
+    # the 283 phones are enough. Unrelated scores reach |PCC| > 2/sqrt(n) about 5% of the time
+    # (the rule apa demo uses); the evidence must do better than that.
+    phones = metrics["expected"]["phone"]["accuracy"]
+    assert phones["n"] == 283 and phones["pcc"] > 2 / math.sqrt(phones["n"])
     from apa.evaluation.runs import load_run
 
     assert load_run(out).name == "ours GOP baseline"
