@@ -162,8 +162,12 @@ def test_proxy_configs_resolve(path):
     from apa.training.config import TrainConfig
 
     config = proxy_config.load_proxy_config(path)
-    assert config.task == "word_sentence" and config.train["method"] == "sft" and config.train["full_finetune"]
-    assert config.rows == ["model", "swapped", "silence"] and config.decoding == "constrained"
+    assert config.train["method"] == "sft" and config.train["full_finetune"] and config.decoding == "constrained"
+    if path.name == "cpu_gop_multi.yaml":  # the out-of-the-box scorer: phone scores, no controls
+        assert config.task == "multi" and config.rows == ["model"] and config.evidence == "gop"
+    else:
+        assert config.task == "word_sentence" and config.rows == ["model", "swapped", "silence"]
+        assert config.evidence == ("gop" if "gop" in path.name else "none")
     TrainConfig(**config.train, train=[{"path": "x"}]).validate()  # every train key is an apa train setting
 
 
