@@ -201,3 +201,10 @@ def test_gop_baseline_predicts_what_apa_evaluate_reads(real_clips, tmp_path):
     from apa.evaluation.runs import load_run
 
     assert load_run(out).name == "ours GOP baseline"
+
+
+def test_a_clip_the_acoustic_model_cannot_take_is_still_a_record(make_sine):
+    from apa.evidence.acoustic import clip_evidence
+
+    record = clip_evidence(make_sine(1.0), [["HH", "QQ1"]])  # QQ is no phone of the model's
+    assert record["aligned"] is False and "QQ" in record["problem"] and record["words"] == []

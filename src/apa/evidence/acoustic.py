@@ -236,5 +236,10 @@ def shared_model() -> AcousticModel:
 
 
 def clip_evidence(audio: np.ndarray, word_phones: Sequence[Sequence[str]]) -> dict[str, Any]:
-    """The evidence record of one in-memory clip (apa score, apa serve), with the shared model."""
-    return shared_model().evidence(audio, word_phones)
+    """The evidence record of one in-memory clip (apa score, apa serve), with the shared model.
+    Never raises for the clip's sake: what the acoustic model cannot take (a phone outside its
+    set) is a record without alignment that says why, and the clip is still scored."""
+    try:
+        return shared_model().evidence(audio, word_phones)
+    except (ApaError, RuntimeError) as e:
+        return {"evidence": NAME, "version": VERSION, "aligned": False, "problem": str(e), "words": []}

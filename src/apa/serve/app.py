@@ -30,6 +30,7 @@ from starlette.staticfiles import StaticFiles
 
 from apa.data.lexicon import cmu_dictionary
 from apa.errors import ApaError
+from apa.evidence.acoustic import clip_evidence
 from apa.inference.decoding import resolve_decoding
 from apa.inference.score import (DEFAULT_DECODING, DEFAULT_TASK, PRACTICE_THRESHOLD, Recording, ScoreResult,
                                  clip_limit, score_prepared)
@@ -244,7 +245,10 @@ def create_app(model, processor, *, model_name: str | None = None, task: str = D
         data = await audio.read(max_upload_bytes + 1)
         clip = await run_in_threadpool(intake.audio, data, audio.filename or "audio")
         del data
-        recording = Recording(clip.samples, reference.utt, reference.guessed, reference.input_text, clip.notes)
+        # the acoustic alignment here, in the thread pool, keeps it off the model's batch path
+        evidence = await run_in_threadpool(clip_evidence, clip.samples, [w.phones for w in reference.utt.words])
+        recording = Recording(clip.samples, reference.utt, reference.guessed, reference.input_text, clip.notes,
+                              evidence)
         try:
             job = scheduler.submit(recording, task_name, cost)
         except Busy as e:
