@@ -87,11 +87,12 @@ class GopBaseline:
     def fit(cls, utts: Sequence[Utterance], task: Task, regressor: str = "linear", seed: int = 0) -> "GopBaseline":
         """One regressor per field of ``task`` on every labelled item of ``utts``."""
         models, counts = {}, {}
+        references = [reference_scores(utt) for utt in utts]
+        rows = {level: [feature_rows(utt, level) for utt in utts] for level in task.levels}  # once per level
         for level, aspect in task.fields:
             x, y = [], []
-            for utt in utts:
-                values = reference_scores(utt).get(level, aspect)
-                for row, value in zip(feature_rows(utt, level), values):
+            for utt_rows, reference in zip(rows[level], references):
+                for row, value in zip(utt_rows, reference.get(level, aspect)):
                     if value is not None:
                         x.append(row)
                         y.append(float(value))
@@ -108,8 +109,9 @@ class GopBaseline:
         """A prediction record (apa.predictions) of one utterance."""
         expected = ScoreSet(sentence={}, words=[{} for _ in utt.words] if self.task.word else [],
                             phones=[[None] * len(w.phones) for w in utt.words] if self.task.phone else [])
+        rows = {level: np.asarray(feature_rows(utt, level), dtype=float) for level in self.task.levels}
         for (level, aspect), model in self.models.items():
-            values = np.clip(model.predict(np.asarray(feature_rows(utt, level), dtype=float)), *SCORE_RANGE)
+            values = np.clip(model.predict(rows[level]), *SCORE_RANGE)
             _place(expected, utt, level, aspect, [float(v) for v in values])
         return {"id": utt.id, "scores": _rounded(expected).to_dict(), "problems": [],
                 "expected": expected.to_dict()}

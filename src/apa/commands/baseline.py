@@ -7,11 +7,12 @@ Writes DIR/pred.jsonl (read by `apa evaluate` like any model's predictions), DIR
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from apa.evidence.extract import default_jobs
+
     from apa.baselines.gop import REGRESSORS
     from apa.tasks import TASKS
 
@@ -22,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (pred.jsonl, config.yaml)")
     parser.add_argument("--regressor", default="linear", choices=list(REGRESSORS),
                         help="linear: ridge regression (default); boosting: gradient-boosted trees")
-    parser.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 8), metavar="N",
+    parser.add_argument("--jobs", type=int, default=default_jobs(), metavar="N",
                         help="worker processes for evidence not computed yet (apa evidence --jobs)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the boosting regressor")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -4,16 +4,17 @@ Goodness of Pronunciation for every utterance (apa.evidence), written beside the
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from apa.evidence.extract import default_jobs
+
     parser.add_argument("manifest", metavar="MANIFEST", help="manifest (JSONL) whose utterances get evidence")
     parser.add_argument("--out", default=None, metavar="FILE",
                         help="evidence file (default: MANIFEST's name with .evidence.jsonl, beside it); ids "
                              "already in it are skipped (resume)")
-    parser.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 8), metavar="N",
+    parser.add_argument("--jobs", type=int, default=default_jobs(), metavar="N",
                         help="worker processes (default: the CPU count, at most 8)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N utterances")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
@@ -67,12 +66,12 @@ def run(args: argparse.Namespace) -> int:
     model, processor = load_model_and_processor(args.model, adapter=args.adapter, dtype=args.dtype,
                                                 device=processes.device(args.device))
     if processor.evidence:  # the model reads a pretrained acoustic model's evidence in its prompt
-        from apa.evidence.extract import with_evidence
+        from apa.evidence.extract import default_jobs, with_evidence
         from apa.evidence.store import evidence_path
 
         source = args.evidence or evidence_path(args.data)
         print(f"evidence: {processor.evidence} (the model was trained with it), from {source}", file=sys.stderr)
-        utts = with_evidence(utts, args.data, out=source, jobs=min(os.cpu_count() or 1, 8),
+        utts = with_evidence(utts, args.data, out=source, jobs=default_jobs(),
                              progress=not args.no_progress)
     if args.decoding == "auto":
         print(f"decoding: {decoding} ({'fine-tuned adapter' if args.adapter else 'no adapter: zero-shot'})",

@@ -25,6 +25,11 @@ from apa.predictions import append_records, read_records, rewrite_in_order
 _MODEL: AcousticModel | None = None
 
 
+def default_jobs() -> int:
+    """Worker processes when none are asked for: the CPU count, at most 8."""
+    return min(os.cpu_count() or 1, 8)
+
+
 def _worker_model() -> AcousticModel:
     global _MODEL
     if _MODEL is None:

@@ -58,5 +58,5 @@ def attach(utts: Sequence[Utterance], path: str | os.PathLike) -> list[Utterance
 
 
 def missing(utts: Iterable[Utterance], path: str | os.PathLike) -> list[Utterance]:
-    done = set(read_evidence(path)) if Path(path).is_file() else set()
+    done = read_evidence(path)
     return [u for u in utts if u.id not in done]

@@ -7,7 +7,6 @@ same epoch and skips the batches it already did: the sampler's whole state is
 
 from __future__ import annotations
 
-import os
 
 import math
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ def load_sources(train: list[dict], task: Task, limit: int = 0, log=print, evide
     every score ``task`` needs; ``limit`` keeps the first N of each manifest. With
     ``evidence`` each utterance gets its acoustic evidence (apa.evidence, computed beside the
     manifest when missing), which its prompt then carries."""
-    from apa.evidence.extract import with_evidence
+    from apa.evidence.extract import default_jobs, with_evidence
 
     sources = []
     for item in train:
@@ -43,7 +42,7 @@ def load_sources(train: list[dict], task: Task, limit: int = 0, log=print, evide
         if limit:
             utterances = utterances[:limit]
         if evidence:
-            utterances = with_evidence(utterances, item["path"], jobs=min(os.cpu_count() or 1, 8))
+            utterances = with_evidence(utterances, item["path"], jobs=default_jobs())
         usable = [utt for utt in utterances if has_scores(utt, task)]
         if not usable:
             raise ApaError(f"{item['path']}: no utterance has all the scores task {task.name} needs "
