@@ -61,3 +61,70 @@ def test_a_merged_export_decodes_in_vllm_as_in_transformers(tmp_path):
                           str(tmp_path / "out.json")], capture_output=True, text=True, timeout=540)
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads((tmp_path / "out.json").read_text())["tokens"] == expected
+
+
+@pytest.mark.skipif(not (SO762 / "test" / "wav.scp").is_file(), reason="speechocean762 is not at ../shared/so762")
+def test_predict_on_vllm_equals_the_hf_engine_for_a_trained_adapter_merged_by_export(tmp_path):
+    """`apa predict --engine vllm` on 12 real test clips (task multi) with a smoke adapter
+    trained on the small Qwen2-Audio, merged by `apa export` (vLLM has no LoRA for Qwen2-Audio):
+    every output identical to `--engine hf` (base + adapter), expected scores within 1e-3.
+    The tolerance: both engines compute float32 logits of the same weights in another order
+    (about 1e-6 relative); the expected score is a softmax-weighted mean over 0-10, so a logit
+    error e moves it by at most about 10 * 2e, far below 1e-3; a wrong slot moves it by 0.1 or more."""
+    from apa.backbones import backbone_class
+    from apa.cli import main
+    from apa.data.manifest import write_manifest
+    from apa.data.so762 import read_so762_split
+    from apa.predictions import read_records
+
+    utts = read_so762_split(SO762, "test", check_audio=False)[:12]
+    manifest = tmp_path / "test.jsonl"
+    write_manifest(manifest, utts)
+    base = backbone_class("qwen2-audio").build_tiny(tmp_path / "base", seed=0, size="small")
+    (tmp_path / "train.yaml").write_text(
+        f"model: {base}\ntask: multi\ntrain: [{{path: {manifest}}}]\noutput_dir: {tmp_path / 'run'}\n"
+        "max_steps: 6\nbatch_size: 2\ngrad_accum: 1\nlr: 5.0e-3\nwarmup_ratio: 0.0\nsave_every: 100\n")
+    assert main(["train", "--config", str(tmp_path / "train.yaml"), "--no-progress"]) == 0
+    adapter = tmp_path / "run" / "adapter"
+    assert main(["export", "--model", str(base), "--adapter", str(adapter), "--out", str(tmp_path / "merged"),
+                 "--merge", "--device", "cpu"]) == 0
+    assert main(["predict", "--model", str(base), "--adapter", str(adapter), "--data", str(manifest), "--task",
+                 "multi", "--out", str(tmp_path / "hf.jsonl"), "--dtype", "fp32", "--device", "cpu",
+                 "--no-progress"]) == 0
+    run = subprocess.run([sys.executable, "-m", "apa.cli", "predict", "--engine", "vllm", "--model",
+                          str(tmp_path / "merged"), "--data", str(manifest), "--task", "multi", "--out",
+                          str(tmp_path / "vllm.jsonl"), "--dtype", "fp32", "--decoding", "constrained",
+                          "--batch-size", "12", "--max-model-len", "2048", "--vllm-arg", "enforce_eager=true",
+                          "--no-progress"], capture_output=True, text=True, timeout=540)
+    assert run.returncode == 0, run.stderr[-3000:]
+    hf, vllm = read_records(tmp_path / "hf.jsonl"), read_records(tmp_path / "vllm.jsonl")
+    assert [r["id"] for r in vllm] == [u.id for u in utts]
+    for a, b in zip(hf, vllm):
+        assert b["problems"] == [] and a["output"] == b["output"], (a["id"], a["output"], b["output"])
+        for level in ("sentence", "words", "phones"):
+            assert np.allclose(_flat(a["expected"][level]), _flat(b["expected"][level]), atol=1e-3,
+                               equal_nan=True), (a["id"], level)
+
+
+def _flat(value) -> list[float]:
+    if isinstance(value, dict):
+        return [x for key in sorted(value) for x in _flat(value[key])]
+    if isinstance(value, list):
+        return [x for item in value for x in _flat(item)]
+    return [float("nan") if value is None else float(value)]
+
+
+@pytest.mark.skipif(not (SO762 / "test" / "wav.scp").is_file(), reason="speechocean762 is not at ../shared/so762")
+def test_families_vllm_cannot_run_here_are_refused_with_what_to_use(tmp_path, capsys):
+    from apa.backbones import backbone_class
+    from apa.cli import main
+    from apa.inference.vllm_engine import refusal
+
+    assert "custom-code" in refusal("phi4-mm", None)
+    assert "apa export" in refusal("qwen2-audio", "ADAPTER")
+    assert refusal("qwen2-audio", None) is None
+    base = backbone_class("qwen2-audio").build_tiny(tmp_path / "base", seed=0, size="small")
+    (tmp_path / "adapter").mkdir()
+    code = main(["score", "--engine", "vllm", "--model", str(base), "--adapter", str(tmp_path / "adapter"),
+                 "--audio", str(real_clips(1)[0]), "--text", "WE CALL IT BEAR", "--device", "cpu"])
+    assert code == 2 and "apa export" in capsys.readouterr().err

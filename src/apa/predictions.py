@@ -36,8 +36,9 @@ def prediction_record(utt: Utterance, task: Task, decoded: Mapping[str, Any] | s
     if isinstance(decoded, str):
         decoded = {"output": decoded}
     parsed = parse_scores(decoded["output"], utt, task)
+    # a decoder may know of problems the text does not show (apa.inference.vllm_engine)
     record = {"id": utt.id, "output": decoded["output"], "scores": parsed.scores.to_dict(),
-              "problems": parsed.problems}
+              "problems": list(decoded.get("problems") or []) + parsed.problems}
     if "expected" in decoded:
         record["expected"] = decoded["expected"]
     return record

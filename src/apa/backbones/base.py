@@ -253,6 +253,12 @@ class Processor:
         """(model, processor) from a folder or hub id (eval mode, on ``device``)."""
         raise NotImplementedError
 
+    @classmethod
+    def load_processor_only(cls, path: str) -> "Processor":
+        """This family's processor from a local folder, without the weights (for an engine that
+        loads them itself: apa.inference.vllm_engine)."""
+        raise ApaError(f"apa cannot load {cls.name}'s processor alone; use --engine hf")
+
     # A family may keep its tiny builder in a module of its own (``tiny_module``), with the
     # module-level functions tiny_configs(size, window_seconds), make_tiny(cls, seed, size,
     # window_seconds), build_tiny(cls, out_dir, seed, size, window_seconds) and

@@ -221,7 +221,24 @@ class Qwen2_5Omni(Processor):
 
     @classmethod
     def load(cls, path: str, dtype, device: str, local_files_only: bool) -> tuple[Any, "Qwen2_5Omni"]:
-        from transformers import Qwen2_5OmniThinkerForConditionalGeneration, Qwen2Tokenizer, WhisperFeatureExtractor
+        from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+        processor = cls._processor(path, local_files_only)
+        kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": local_files_only}
+        if str(device).startswith("cuda"):
+            kwargs["device_map"] = {"": device}
+        # The thinker class reads thinker_config and the thinker.* weights of the full
+        # checkpoint (the talker's are skipped; the full class would also demand spk_dict.pt).
+        model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, **kwargs)
+        return model, processor
+
+    @classmethod
+    def load_processor_only(cls, path: str) -> "Qwen2_5Omni":
+        return cls._processor(path, local_files_only=True)
+
+    @classmethod
+    def _processor(cls, path: str, local_files_only: bool) -> "Qwen2_5Omni":
+        from transformers import Qwen2Tokenizer, WhisperFeatureExtractor
 
         # The release's tokenizer_config.json names Qwen2Tokenizer. AutoTokenizer would build the
         # whole config to find that out, and with it transformers' default talker config, whose
@@ -231,13 +248,7 @@ class Qwen2_5Omni(Processor):
             raise ApaError(f"{path} has no Qwen2.5-Omni tokenizer (no {cls.audio_token} token): copy the checkpoint's "
                            "tokenizer.json and tokenizer_config.json into it")
         extractor = WhisperFeatureExtractor.from_pretrained(path, local_files_only=local_files_only)
-        kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": local_files_only}
-        if str(device).startswith("cuda"):
-            kwargs["device_map"] = {"": device}
-        # The thinker class reads thinker_config and the thinker.* weights of the full
-        # checkpoint (the talker's are skipped; the full class would also demand spk_dict.pt).
-        model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, **kwargs)
-        return model, cls(tokenizer, extractor)
+        return cls(tokenizer, extractor)
 
     # --- the tiny model -----------------------------------------------------------------------
     @classmethod

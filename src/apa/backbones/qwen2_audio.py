@@ -137,12 +137,18 @@ class Qwen2Audio(Processor):
     def load(cls, path: str, dtype, device: str, local_files_only: bool) -> tuple[Any, "Qwen2Audio"]:
         from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
-        processor = AutoProcessor.from_pretrained(path, local_files_only=local_files_only)
+        processor = cls(AutoProcessor.from_pretrained(path, local_files_only=local_files_only))
         kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": local_files_only}
         if str(device).startswith("cuda"):
             kwargs["device_map"] = {"": device}
         model = Qwen2AudioForConditionalGeneration.from_pretrained(path, **kwargs)
-        return model, cls(processor)
+        return model, processor
+
+    @classmethod
+    def load_processor_only(cls, path: str) -> "Qwen2Audio":
+        from transformers import AutoProcessor
+
+        return cls(AutoProcessor.from_pretrained(path, local_files_only=True))
 
     # --- the tiny model -----------------------------------------------------------------------
     @classmethod

@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                          "bf16, fp16 or fp32")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from apa.commands.engine import add_engine_arguments
+
+    add_engine_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from apa.errors import ApaError
     from apa.distributed import Processes
     from apa.inference.predict import predict_manifest
-    from apa.backbones.loading import load_model_and_processor
+    from apa.commands.engine import load_for_inference
     from apa.tasks import get_task
 
     task = get_task(args.task)
@@ -63,8 +66,10 @@ def run(args: argparse.Namespace) -> int:
     # Under torchrun / accelerate launch (WORLD_SIZE > 1) each process predicts a shard on
     # cuda:LOCAL_RANK (or the CPU) and rank 0 merges the shards into --out.
     processes = Processes.from_environment()
-    model, processor = load_model_and_processor(args.model, adapter=args.adapter, dtype=args.dtype,
-                                                device=processes.device(args.device))
+    if processes.several and args.engine == "vllm":
+        raise ApaError("--engine vllm runs one engine that spreads the work itself (--tensor-parallel-size, "
+                       "--pipeline-parallel-size); start apa predict once, not under torchrun")
+    model, processor = load_for_inference(args, processes.device(args.device))
     if processor.evidence:  # the model reads a pretrained acoustic model's evidence in its prompt
         from apa.evidence.extract import default_jobs, with_evidence
         from apa.evidence.store import evidence_path

@@ -20,7 +20,7 @@ import argparse
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Options that `apa score` and `apa serve` share: lexicon, practice threshold, dtype, device."""
+    """Options that `apa score` and `apa serve` share: lexicon, practice threshold, dtype, device, engine."""
     from apa.inference.score import PRACTICE_THRESHOLD
 
     parser.add_argument("--lexicon", default=None, metavar="FILE",
@@ -33,6 +33,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                              f"(default {PRACTICE_THRESHOLD:g})")
     parser.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    from apa.commands.engine import add_engine_arguments
+
+    add_engine_arguments(parser)
 
 
 def model_lexicon(args: argparse.Namespace) -> dict[str, list[str]] | None:
@@ -107,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
     from apa.distributed import resolve_device
     from apa.inference.decoding import resolve_decoding
-    from apa.backbones.loading import load_model_and_processor
+    from apa.commands.engine import load_for_inference
     from apa.inference.score import clip_limit, prepare_recording, score_prepared
 
     decoding = resolve_decoding(args.decoding)
@@ -115,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     lexicon = model_lexicon(args)
     recording = prepare_recording(clip.samples, text, lexicon, name=args.audio, guess=not args.no_guess)
     recording.notes = clip.notes
-    model, processor = load_model_and_processor(args.model, adapter=args.adapter, dtype=args.dtype, device=device)
+    model, processor = load_for_inference(args, device)
     check_clip(recording.audio, args.audio, clip_limit(processor))
     result = score_prepared(model, processor, [recording], args.task, decoding, args.threshold)[0]
     print(json.dumps(result, ensure_ascii=False, allow_nan=False, indent=None if args.compact else 2), flush=True)

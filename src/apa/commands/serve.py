@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from apa.commands.score import model_lexicon
     from apa.distributed import resolve_device
     from apa.inference.decoding import resolve_decoding
-    from apa.backbones.loading import load_model_and_processor
+    from apa.commands.engine import load_for_inference
     from apa.serve.access import RateLimiter, load_api_keys
 
     resolve_decoding(args.decoding)
@@ -122,8 +122,9 @@ def run(args: argparse.Namespace) -> int:
         if value < 0:
             raise ApaError(f"{flag} must be 0 or more, got {value}")
     _check_port(args.host, args.port)
-    model, processor = load_model_and_processor(args.model, adapter=args.adapter, dtype=args.dtype, device=device)
-    name = str(args.model) + (f" + adapter {args.adapter}" if args.adapter else "")
+    model, processor = load_for_inference(args, device)
+    name = str(args.model) + (f" + adapter {args.adapter}" if args.adapter else "") + \
+        (" on vLLM" if args.engine == "vllm" else "")
     app = create_app(model, processor, model_name=name, task=args.task, decoding=args.decoding,
                      max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_upload_mb=args.max_upload_mb,
                      max_seconds=args.max_seconds, max_queue=args.max_queue, lexicon=lexicon,

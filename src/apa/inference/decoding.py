@@ -26,7 +26,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from apa.collate import build_generation_batch, move_to
+from apa.collate import build_generation_batch, load_audios, move_to
 from apa.data.manifest import Utterance
 from apa.errors import ApaError
 from apa.tasks import Task
@@ -114,7 +114,13 @@ def decode_batch(model, processor, utts: Sequence[Utterance], task: Task,
     ``between_calls``, when given, runs before each sequential model call (see
     calling_between): it may wait, or raise to abandon the batch. ``stats`` adds up the
     batch's model calls and tokens. ``decoder_options`` go to the decoder (the parallel
-    decoder's ``initial`` guesses)."""
+    decoder's ``initial`` guesses). ``model`` may also be an engine that decodes by itself
+    (``is_engine``: --engine vllm), which gets the batch as it is."""
+    if getattr(model, "is_engine", False):  # another engine that decodes by itself (apa.inference.vllm_engine)
+        if between_calls is not None:
+            between_calls()  # its steps run inside the engine: the hook runs once, before the batch
+        return model.decode(utts, task, audios if audios is not None else load_audios(utts),
+                            max_new_tokens=max_new_tokens, decoding=resolve_decoding(decoding), stats=stats)
     decoder = DECODERS[resolve_decoding(decoding)]
     batch = build_generation_batch(processor, utts, task, audios=audios)
     device, dtype = model_device_dtype(model)

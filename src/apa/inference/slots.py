@@ -25,7 +25,7 @@ the end?).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from apa.data.manifest import Utterance
 from apa.targets import ScoreSet, Slot, format_scores, response_template
@@ -204,3 +204,59 @@ def decoded_row(tokens: TemplateTokens, task: Task, plan: RowPlan, values: list[
     tokens.check(task, plan, values)
     output = format_scores(plan.utt, task, scores_from_values(plan.utt, plan.slots, values))
     return {"output": output, "expected": scores_from_values(plan.utt, plan.slots, expected).to_dict()}
+
+
+class TemplateWalk:
+    """Where a response is in its template, advanced token by token as an engine writes them,
+    and which tokens may come next (apa.inference.vllm_template). ``parts``: the response after
+    its first fixed stretch, ``[kind, data]`` alternating "value" (each valid value's token
+    ids) and "fixed" (token ids), ending with a fixed part; ``output_ids``: the engine's
+    running list of written tokens."""
+
+    def __init__(self, parts: list[list[Any]], output_ids: list[int]):
+        self.parts = [(kind, [list(v) for v in data] if kind == "value" else list(data)) for kind, data in parts]
+        self.output_ids = output_ids  # vLLM's running list of this request's output tokens
+        self.seen = 0
+        self.part = 0
+        self.offset = 0          # tokens of the current fixed part written
+        self.prefix: list[int] = []  # tokens of the current value written
+
+    def _advance(self, token: int) -> None:
+        kind, data = self.parts[self.part]
+        if kind == "fixed":
+            self.offset += 1
+            if self.offset == len(data):
+                self.part, self.offset = self.part + 1, 0
+            return
+        longer = [v for v in data if v[:len(self.prefix)] == self.prefix and len(v) > len(self.prefix)
+                  and v[len(self.prefix)] == token]
+        if longer:
+            self.prefix.append(token)
+            return
+        # the value ended: this token is the next fixed part's first
+        self.part, self.prefix = self.part + 1, []
+        self._advance(token)
+
+    def allowed(self) -> list[int]:
+        for token in self.output_ids[self.seen:]:
+            self._advance(token)
+        self.seen = len(self.output_ids)
+        if self.part >= len(self.parts):
+            return []
+        kind, data = self.parts[self.part]
+        if kind == "fixed":
+            return [data[self.offset]]
+        n = len(self.prefix)
+        out = {v[n] for v in data if v[:n] == self.prefix and len(v) > n}
+        if self.prefix in data:  # a whole value: it may end here
+            out.add(self.parts[self.part + 1][1][0])
+        return sorted(out)
+
+
+def template_parts(plan: RowPlan) -> list[list]:
+    """A row's response after its first stretch as TemplateWalk's ``parts``."""
+    parts: list[list] = []
+    for k, trie in enumerate(plan.tries):
+        parts.append(["value", [trie.tokens[v] for v in sorted(trie.tokens)]])
+        parts.append(["fixed", plan.stretches[k + 1]])
+    return parts

@@ -29,6 +29,9 @@ class TrainConfig:
                                           "(picked from its config.json; README, Backbones)")
     train: list = setting([], "training manifests: a list of {path, weight}; weight 2 repeats a corpus "
                           "twice per epoch, 0.5 draws half of it afresh each epoch")
+    wrong_text: float = setting(0.0, "share of the training clips also read against another utterance's text "
+                                     "and labelled as words not said (apa.data.wrong_text): teaches the model "
+                                     "to hear a text the learner did not read; written to OUTPUT_DIR/wrong_text.jsonl")
     output_dir: str = setting("runs/run", "folder for checkpoints, logs, the final adapter and config.yaml")
     epochs: float = setting(3.0, "passes over the (weighted) training data; paper: 3 on SO762")
     max_steps: int = setting(0, "stop after this many optimizer steps (0: run all epochs)")
@@ -72,6 +75,8 @@ class TrainConfig:
         from apa.evidence.store import check_kind
 
         get_task(self.task)
+        if not 0 <= self.wrong_text <= 1:
+            raise ApaError(f"wrong_text is a share of the training clips, between 0 and 1, not {self.wrong_text}")
         self.evidence = check_kind(self.evidence) or "none"
         if self.simpo_form not in ("paper", "trl"):
             raise ApaError(f"simpo_form must be paper or trl, not {self.simpo_form!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,11 +30,15 @@ class Source:
     weight: float
 
 
-def load_sources(train: list[dict], task: Task, limit: int = 0, log=print, evidence: str | None = None) -> list[Source]:
+def load_sources(train: list[dict], task: Task, limit: int = 0, log=print, evidence: str | None = None,
+                 wrong_text: float = 0.0, wrong_text_manifest: str | os.PathLike | None = None,
+                 seed: int = 0) -> list[Source]:
     """Read the training manifests ({path, weight} each) and keep the utterances that carry
     every score ``task`` needs; ``limit`` keeps the first N of each manifest. With
     ``evidence`` each utterance gets its acoustic evidence (apa.evidence, computed beside the
-    manifest when missing), which its prompt then carries."""
+    manifest when missing), which its prompt then carries. With ``wrong_text`` that share of
+    the clips is also read against another text (apa.data.wrong_text), written to
+    ``wrong_text_manifest`` (its evidence beside it) and added as a source of weight 1."""
     from apa.evidence.extract import default_jobs, with_evidence
 
     sources = []
@@ -51,7 +56,27 @@ def load_sources(train: list[dict], task: Task, limit: int = 0, log=print, evide
             log(f"{item['path']}: {len(utterances) - len(usable)} utterances lack scores for "
                 f"{task.name} and are left out")
         sources.append(Source(utterances=usable, weight=float(item.get("weight", 1.0))))
+    if wrong_text:
+        sources.append(_wrong_text_source(sources, wrong_text, wrong_text_manifest, seed, evidence, log))
     return sources
+
+
+def _wrong_text_source(sources: list[Source], share: float, manifest: str | os.PathLike | None, seed: int,
+                       evidence: str | None, log) -> Source:
+    from apa.data.manifest import write_manifest
+    from apa.data.wrong_text import wrong_text_pairs
+    from apa.evidence.extract import default_jobs, with_evidence
+
+    if manifest is None:
+        raise ApaError("wrong_text needs a file to write its pairs to (the run's output_dir)")
+    pairs = wrong_text_pairs([u for s in sources for u in s.utterances], share, seed)
+    # Rewritten identically on a resumed run (the pairs are a function of the data and seed),
+    # so the evidence beside it stays valid and is not recomputed.
+    write_manifest(manifest, pairs)
+    if evidence:
+        pairs = with_evidence(pairs, manifest, jobs=default_jobs())
+    log(f"{manifest}: {len(pairs)} clips read against another text, labelled as words not said")
+    return Source(utterances=pairs, weight=1.0)
 
 
 def utterance_length(utt: Utterance) -> float:

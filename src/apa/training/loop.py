@@ -107,7 +107,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     # ---- data, model, objective ----
     evidence = check_kind(config.evidence)
     sources = load_sources(config.train, get_task(config.task), config.limit,
-                           log=lambda message: print(message, file=sys.stderr), evidence=evidence)
+                           log=lambda message: print(message, file=sys.stderr), evidence=evidence,
+                           wrong_text=config.wrong_text, wrong_text_manifest=out / "wrong_text.jsonl",
+                           seed=config.seed)
     model, processor = load_model_and_processor(config.model, dtype=config.dtype, device=device)
     objective = make_objective(config, [u for s in sources for u in s.utterances], processor)
 

