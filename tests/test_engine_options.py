@@ -53,3 +53,35 @@ def test_refusals_name_the_reason_and_what_to_use():
     assert "custom-code" in refusal("phi4-mm", None) and "--engine hf" in refusal("phi4-mm", None)
     assert "apa export" in refusal("qwen2-audio", "ADAPTER")
     assert refusal("qwen2-audio", None) is None and refusal("qwen2.5-omni", "ADAPTER") is None
+
+
+def test_the_template_walk_allows_exactly_the_hf_decoder_s_candidates(small_model):
+    """What vLLM may write at each step (apa.inference.vllm_template) is what apa's constrained
+    decoders choose among: the template's next token, or at a value the trie node's candidates
+    (the end of a value being the next fixed token)."""
+    from apa.backbones.qwen2_audio import Qwen2Audio
+    from apa.inference.slots import END, TemplateTokens, TemplateWalk, template_parts
+    from apa.tasks import get_task
+    from helpers import bear_utterance
+
+    processor = Qwen2Audio.load_processor_only(str(small_model))
+    tokens = TemplateTokens(processor.tokenizer, processor.end_of_turn_id)
+    plan = tokens.plan(bear_utterance(), get_task("multi"))
+    values = [10 if k % 3 else 1 for k in range(len(plan.slots))]  # through Qwen's "1" node both ways
+    values = [v if v in trie.tokens else 5 for v, trie in zip(values, plan.tries)]
+    response = tokens.response_ids(plan, values)[len(plan.stretches[0]):]
+    written: list[int] = []
+    walk = TemplateWalk(template_parts(plan), written)
+    expected_steps = []
+    for k, trie in enumerate(plan.tries):
+        node = trie.root
+        for token in trie.tokens[values[k]]:
+            expected_steps.append(sorted(plan.continuation(k) if c == END else c for c in node.candidates()))
+            node = node.children[token]
+        expected_steps.append(sorted(plan.continuation(k) if c == END else c for c in node.candidates()))
+        expected_steps += [[t] for t in plan.stretches[k + 1][1:]]
+    assert len(expected_steps) == len(response)
+    for step, token in enumerate(response):
+        assert walk.allowed() == expected_steps[step], step
+        written.append(token)
+    assert walk.allowed() == []  # the end of turn was the last token

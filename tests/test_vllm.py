@@ -128,3 +128,65 @@ def test_families_vllm_cannot_run_here_are_refused_with_what_to_use(tmp_path, ca
     code = main(["score", "--engine", "vllm", "--model", str(base), "--adapter", str(tmp_path / "adapter"),
                  "--audio", str(real_clips(1)[0]), "--text", "WE CALL IT BEAR", "--device", "cpu"])
     assert code == 2 and "apa export" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (SO762 / "test" / "wav.scp").is_file(), reason="speechocean762 is not at ../shared/so762")
+def test_serve_on_vllm_answers_score_with_the_hf_engine_s_json(tmp_path):
+    """`apa serve --engine vllm` keeps the service's contract: POST /score answers the same
+    JSON (every field, the same most likely scores) as `apa score` on the hf engine."""
+    import socket
+    import time
+    import urllib.request
+
+    from apa.backbones import backbone_class
+
+    model = backbone_class("qwen2-audio").build_tiny(tmp_path / "model", seed=0, size="small")
+    clip, text = real_clips(1)[0], "MARK IS GOING TO SEE ELEPHANT"
+    hf = subprocess.run([sys.executable, "-m", "apa.cli", "score", "--model", str(model), "--audio", str(clip),
+                         "--text", text, "--device", "cpu", "--dtype", "fp32", "--compact"],
+                        capture_output=True, text=True, timeout=300)
+    assert hf.returncode == 0, hf.stderr[-2000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "apa.cli", "serve", "--engine", "vllm", "--model", str(model),
+                               "--port", str(port), "--dtype", "fp32", "--max-model-len", "2048",
+                               "--vllm-arg", "enforce_eager=true"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 400
+        while True:
+            assert server.poll() is None, server.stdout.read()[-3000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline, "the service did not start"
+                time.sleep(1)
+        boundary = "apa-test-boundary"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\n{text}\r\n"
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"audio\"; filename=\"{clip.name}\"\r\n"
+                "Content-Type: audio/ogg\r\n\r\n").encode() + clip.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/score", data=body, method="POST",
+                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        served = json.loads(urllib.request.urlopen(request, timeout=120).read())
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    expected = json.loads(hf.stdout)
+    assert _fields(served) == _fields(expected)
+    def most_likely(result):
+        return [{aspect: entry["score"] for aspect, entry in w["scores"].items()} for w in result["words"]]
+
+    assert most_likely(served) == most_likely(expected)
+    assert {k: v["score"] for k, v in served["sentence"].items()} == \
+        {k: v["score"] for k, v in expected["sentence"].items()}
+
+
+def _fields(value, path: str = "") -> set[str]:
+    """Every key path of a JSON value (list items merged)."""
+    if isinstance(value, dict):
+        return {p for key, item in value.items() for p in {f"{path}/{key}"} | _fields(item, f"{path}/{key}")}
+    if isinstance(value, list):
+        return {p for item in value for p in _fields(item, f"{path}[]")}
+    return set()
