@@ -21,3 +21,12 @@ done
 # Training at the real 7B dimensions: the stock loss beside apa's step, LoRA r=8.
 python3 bench/train_throughput.py --shape real --steps 5 --warmup 2 --batch-sizes 1,8 --naive-batch-sizes 1 \
     2>"$out/train_qwen2-audio.log" | tee "$out/train_qwen2-audio.md"
+
+# The engines (README, --engine): vLLM beside apa's decoders at the real Qwen2-Audio dimensions
+# (4 layers, random weights in the release layout), batches of 32 / 256 / 1024 generated clips.
+if python3 -c "import vllm" 2>/dev/null; then
+    python3 bench/engines.py --shape real --layers 4 --limit 1024 --batch-sizes 32,256,1024 --naive-batch-sizes 32 \
+        --dtype bfloat16 --device cuda 2>"$out/engines.log" | tee "$out/engines.md" || true
+else
+    echo "vLLM is not installed on this machine: the engine comparison was skipped" | tee "$out/engines.md"
+fi

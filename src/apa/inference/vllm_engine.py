@@ -195,6 +195,8 @@ class VllmEngine:
             raise ApaError(f"vLLM could not start on {model}: {first}") from None
         self.lora = {name: LoRARequest(name, i + 1, path) for i, (name, path) in enumerate(adapters.items())}
         self.default_adapter = next(iter(adapters), None)
+        self.tokens_computed = 0  # token positions the engine ran (prompt not from the cache + output)
+        self.tokens_cached = 0    # prompt tokens its prefix cache served
         self.name_or_path = " + ".join([model, *adapters.values()])  # what the service reports
 
     # --- requests ----------------------------------------------------------------------------------
@@ -214,13 +216,20 @@ class VllmEngine:
         return [self.lora[adapter]] * n
 
     def _generate(self, prompts: list[dict], params: list, adapter: str | None):
-        return self.llm.generate(prompts, params, lora_request=self._lora(adapter, len(prompts)), use_tqdm=False)
+        outputs = self.llm.generate(prompts, params, lora_request=self._lora(adapter, len(prompts)), use_tqdm=False)
+        for output in outputs:  # what the engine computed, and what its prefix cache served
+            prompt = len(output.prompt_token_ids or [])
+            cached = output.num_cached_tokens or 0
+            self.tokens_computed += prompt - cached + len(output.outputs[0].token_ids)
+            self.tokens_cached += cached
+        return outputs
 
     def decode(self, utts: Sequence[Utterance], task: Task, audios: Sequence[np.ndarray],
                max_new_tokens: int | None = None, decoding: str = "constrained", adapter: str | None = None,
                stats=None) -> list[dict]:
         from apa.collate import prompt_text
 
+        computed = self.tokens_computed
         texts = [prompt_text(self.processor, task, utt) for utt in utts]
         prompts = [self.tokens.tokenize(text) for text in texts]
         if decoding == "free":
@@ -234,6 +243,7 @@ class VllmEngine:
             stats.batches += 1
             stats.model_calls += steps
             stats.calls_per_batch.append(steps)
+            stats.tokens_per_batch.append(self.tokens_computed - computed)
         return results
 
     def _free(self, utts, task, prompts, audios, max_new_tokens, adapter) -> tuple[list[dict], int]:
