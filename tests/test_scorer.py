@@ -1,11 +1,11 @@
 """The out-of-the-box scorer (README, "A scorer on a CPU"): the small model trained by
 `apa proxy --config configs/proxy/cpu_gop_multi.yaml` should score a real clip's own sentence
-clearly above another utterance's sentence read against the same clip. It does not yet
-(strict xfail, with the measurement): this test is the acceptance check for that work.
+clearly above another utterance's sentence read against the same clip: the scorer learns
+that from wrong-text readings in training (`wrong_text` in its config, apa.data.wrong_text).
 
 Slow: it needs that trained model. It uses APA_SCORER (a model folder) or
 runs/proxy_gop_multi/model/train/model when present, and otherwise trains it with the
-documented command (about 35 minutes on a shared 2-core machine). Skipped without speechocean762."""
+documented command (about 14 minutes on an idle 2-core machine). Skipped without speechocean762."""
 
 from __future__ import annotations
 
@@ -45,9 +45,6 @@ def _score(model: Path, audio: Path, text: str) -> dict:
     return json.loads(done.stdout)
 
 
-@pytest.mark.xfail(strict=True, reason="measured 2026-12-04: own text 8.0-8.6 sentence accuracy against 7.5-8.1 "
-                   "for another text, completeness about 9.9 for both (docs/real-data-proof.md): the scorer "
-                   "never saw a wrong-text reading in training")
 def test_own_sentence_scores_above_another_sentence(scorer):
     from apa.data.so762 import read_so762_split
 
