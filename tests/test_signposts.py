@@ -15,12 +15,19 @@ DOTTED = re.compile(r"\bapa(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 PATH = re.compile(r"\bsrc/apa/[A-Za-z0-9_/]+(?:\.py)?/?")
 
 
+def _module_file(dotted: str) -> bool:
+    return (ROOT / "src" / (dotted.replace(".", "/") + ".py")).is_file()
+
+
 def _resolves(dotted: str) -> bool:
     parts = dotted.split(".")
     for cut in range(len(parts), 0, -1):  # the longest importable module, then attributes
         try:
             target = importlib.import_module(".".join(parts[:cut]))
         except ImportError:
+            # a module that exists but needs an optional dependency (vLLM) resolves by its file
+            if cut == len(parts) and parts[0] == "apa" and _module_file(dotted):
+                return True
             continue
         for name in parts[cut:]:
             if not hasattr(target, name):
