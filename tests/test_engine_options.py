@@ -85,3 +85,24 @@ def test_the_template_walk_allows_exactly_the_hf_decoder_s_candidates(small_mode
         assert walk.allowed() == expected_steps[step], step
         written.append(token)
     assert walk.allowed() == []  # the end of turn was the last token
+
+
+@pytest.mark.parametrize("trained", [True, False])
+def test_auto_decoding_is_constrained_for_a_model_apa_trained(tmp_path, corpus_manifest, capsys, trained):
+    """A full fine-tune or a merged export (a model folder with apa_run.json) is decoded under
+    the template like an adapter; a base model freely, as the zero-shot row."""
+    import json
+    import shutil
+
+    from apa.backbones import backbone_class
+
+    model = backbone_class("qwen2-audio").build_tiny(tmp_path / "m", seed=0)
+    if trained:
+        (model / "apa_run.json").write_text(json.dumps({"task": "sentence_accuracy"}))
+    code = main(["predict", "--model", str(model), "--data", str(corpus_manifest), "--task", "sentence_accuracy",
+                 "--out", str(tmp_path / "pred.jsonl"), "--limit", "1", "--device", "cpu", "--no-progress",
+                 "--max-new-tokens", "8"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert ("decoding: constrained (a model apa trained)" if trained else "decoding: free (a base model") in err
+    shutil.rmtree(model)

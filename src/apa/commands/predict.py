@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -30,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="constrained: only score values are chosen, every output parses, expected "
                              "scores are written beside the most likely ones, in a handful of parallel passes; "
                              "constrained-sequential: the same values slot by slot (two model calls per score); "
-                             "free: plain greedy text (the paper's decoding). auto (default): constrained with "
-                             "--adapter, free without (the zero-shot evaluation of a base model)")
+                             "free: plain greedy text (the paper's decoding). auto (default): constrained for a "
+                             "model apa trained (--adapter, or a model folder with apa_run.json: a full fine-tune "
+                             "or apa export --merge), free for a base model (the zero-shot evaluation)")
     parser.add_argument("--evidence", default=None, metavar="FILE",
                         help="acoustic evidence of the manifest, for a model trained with it (evidence: gop): "
                              "default MANIFEST.evidence.jsonl beside it, computed there when missing (apa evidence)")
@@ -58,8 +60,13 @@ def run(args: argparse.Namespace) -> int:
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ApaError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     decoding = args.decoding
+    from apa.backbones.loading import run_info
+
+    # a model apa trained (an adapter, or a model folder with apa_run.json: a full fine-tune or a
+    # merged export) is decoded under the template; a base model freely (the zero-shot row)
+    trained = bool(args.adapter) or (os.path.isdir(str(args.model)) and bool(run_info(args.model)))
     if decoding == "auto":
-        decoding = "constrained" if args.adapter else "free"
+        decoding = "constrained" if trained else "free"
     utts = read_manifest(args.data)
     if args.limit is not None:
         utts = utts[:args.limit]
@@ -79,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         utts = with_evidence(utts, args.data, out=source, jobs=default_jobs(),
                              progress=not args.no_progress)
     if args.decoding == "auto":
-        print(f"decoding: {decoding} ({'fine-tuned adapter' if args.adapter else 'no adapter: zero-shot'})",
+        print(f"decoding: {decoding} ({'a model apa trained' if trained else 'a base model: zero-shot'})",
               file=sys.stderr)
     summary = predict_manifest(model, processor, utts, task, args.out, batch_size=args.batch_size,
                                max_new_tokens=args.max_new_tokens, decoding=decoding,
