@@ -117,13 +117,14 @@ def run_engine(model, processor, utts, audios, task, batch_size, decoding):
 def compare(reference, results, utts, task):
     from apa.predictions import prediction_record
 
-    same, worst = 0, 0.0
+    same, worst = 0, None
     for utt, a, b in zip(utts, reference, results):
         ra, rb = prediction_record(utt, task, a), prediction_record(utt, task, b)
         same += ra["scores"] == rb["scores"]
-        if "expected" in a and "expected" in b:
-            worst = max(worst, max(abs(x - y) for x, y in zip(_flat(a["expected"]), _flat(b["expected"]))))
-    return f"{same}/{len(utts)}", f"{worst:.1e}"
+        if "expected" in a and "expected" in b:  # free decoding has none
+            gap = max(abs(x - y) for x, y in zip(_flat(a["expected"]), _flat(b["expected"])))
+            worst = gap if worst is None else max(worst, gap)
+    return f"{same}/{len(utts)}", "-" if worst is None else f"{worst:.1e}"
 
 
 def _flat(value):
