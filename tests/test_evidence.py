@@ -208,3 +208,20 @@ def test_a_clip_the_acoustic_model_cannot_take_is_still_a_record(make_sine):
 
     record = clip_evidence(make_sine(1.0), [["HH", "QQ1"]])  # QQ is no phone of the model's
     assert record["aligned"] is False and "QQ" in record["problem"] and record["words"] == []
+
+
+def test_a_model_trained_on_another_evidence_prompt_version_is_refused(tmp_path):
+    import json
+
+    from apa.backbones.loading import trained_evidence
+    from apa.errors import ApaError
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "apa_run.json").write_text(json.dumps({"evidence": "gop", "prompt_version": EVIDENCE_PROMPT_VERSION}))
+    assert trained_evidence(folder) == "gop"
+    (folder / "apa_run.json").write_text(json.dumps({"evidence": "gop", "prompt_version": "1+gop.1"}))
+    with pytest.raises(ApaError, match="evidence prompt version 1\\+gop.1"):
+        trained_evidence(folder)
+    (folder / "apa_run.json").write_text(json.dumps({"evidence": None, "prompt_version": "1"}))
+    assert trained_evidence(folder) is None

