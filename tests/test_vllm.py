@@ -190,3 +190,17 @@ def _fields(value, path: str = "") -> set[str]:
     if isinstance(value, list):
         return {p for item in value for p in _fields(item, f"{path}[]")}
     return set()
+
+
+@pytest.mark.skipif(not (SO762 / "test" / "wav.scp").is_file(), reason="speechocean762 is not at ../shared/so762")
+def test_a_request_longer_than_the_engine_takes_is_a_one_line_error(tmp_path):
+    from apa.backbones import backbone_class
+
+    model = backbone_class("qwen2-audio").build_tiny(tmp_path / "model", seed=0, size="small")
+    run = subprocess.run([sys.executable, "-m", "apa.cli", "score", "--engine", "vllm", "--model", str(model),
+                          "--audio", str(real_clips(1)[0]), "--text", "MARK IS GOING TO SEE ELEPHANT",
+                          "--max-model-len", "200", "--vllm-arg", "enforce_eager=true"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "vLLM refused a request" in run.stderr and "--max-model-len" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -216,7 +216,14 @@ class VllmEngine:
         return [self.lora[adapter]] * n
 
     def _generate(self, prompts: list[dict], params: list, adapter: str | None):
-        outputs = self.llm.generate(prompts, params, lora_request=self._lora(adapter, len(prompts)), use_tqdm=False)
+        from vllm.exceptions import VLLMValidationError
+
+        try:
+            outputs = self.llm.generate(prompts, params, lora_request=self._lora(adapter, len(prompts)),
+                                        use_tqdm=False)
+        except (ValueError, VLLMValidationError) as e:  # vLLM's refusal of a request (longer than --max-model-len)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ApaError(f"vLLM refused a request: {first} (a longer --max-model-len, or a shorter clip)") from None
         for output in outputs:  # what the engine computed, and what its prefix cache served
             prompt = len(output.prompt_token_ids or [])
             cached = output.num_cached_tokens or 0
