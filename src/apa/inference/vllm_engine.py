@@ -244,7 +244,7 @@ class VllmEngine:
         elif decoding == "constrained":
             results, steps = self._constrained(utts, task, prompts, audios, adapter)
         else:
-            raise ApaError(f"--engine vllm decodes constrained (one structured-output request per utterance) or "
+            raise ApaError(f"--engine vllm decodes constrained (one template-held request per utterance) or "
                            f"free; {decoding!r} is the hf engine's")
         if stats is not None:
             stats.batches += 1
