@@ -253,6 +253,15 @@ class Processor:
         """(model, processor) from a folder or hub id (eval mode, on ``device``)."""
         raise NotImplementedError
 
+    @staticmethod
+    def from_pretrained_kwargs(dtype, device: str, local_files_only: bool) -> dict[str, Any]:
+        """What every family's ``from_pretrained`` gets: the dtype, offline or not, and on CUDA
+        the device itself (weights loaded there directly, not through host memory)."""
+        kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": local_files_only}
+        if str(device).startswith("cuda"):
+            kwargs["device_map"] = {"": device}
+        return kwargs
+
     @classmethod
     def load_processor_only(cls, path: str) -> "Processor":
         """This family's processor from a local folder, without the weights (for an engine that

@@ -318,9 +318,7 @@ class GraniteSpeech(Processor):
         from transformers import GraniteSpeechForConditionalGeneration
 
         processor = cls.load_processor(path, local_files_only)
-        kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": local_files_only}
-        if str(device).startswith("cuda"):
-            kwargs["device_map"] = {"": device}
+        kwargs = cls.from_pretrained_kwargs(dtype, device, local_files_only)
         model = GraniteSpeechForConditionalGeneration.from_pretrained(path, **kwargs)
         had_adapter = model.config.has_lora_adapter
         if not merge_speech_adapter(model) and had_adapter:

@@ -225,9 +225,7 @@ class Phi4MM(Processor):
         # tokenizer.json as it is: see the module docstring (a GPT2Tokenizer class would re-split numbers)
         tokenizer = TokenizersBackend.from_pretrained(path, local_files_only=local_files_only)
         feature_extractor = Phi4MultimodalFeatureExtractor.from_pretrained(path, local_files_only=local_files_only)
-        kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": local_files_only}
-        if str(device).startswith("cuda"):
-            kwargs["device_map"] = {"": device}
+        kwargs = cls.from_pretrained_kwargs(dtype, device, local_files_only)
         model = Phi4MultimodalForCausalLM.from_pretrained(path, **kwargs)
         if speech_lora is not None:
             model = merged(model, lambda m: PeftModel.from_pretrained(m, str(speech_lora)))

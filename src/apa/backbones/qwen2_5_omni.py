@@ -224,9 +224,7 @@ class Qwen2_5Omni(Processor):
         from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
         processor = cls._processor(path, local_files_only)
-        kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": local_files_only}
-        if str(device).startswith("cuda"):
-            kwargs["device_map"] = {"": device}
+        kwargs = cls.from_pretrained_kwargs(dtype, device, local_files_only)
         # The thinker class reads thinker_config and the thinker.* weights of the full
         # checkpoint (the talker's are skipped; the full class would also demand spk_dict.pt).
         model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, **kwargs)

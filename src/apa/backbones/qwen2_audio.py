@@ -138,9 +138,7 @@ class Qwen2Audio(Processor):
         from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
         processor = cls(AutoProcessor.from_pretrained(path, local_files_only=local_files_only))
-        kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": local_files_only}
-        if str(device).startswith("cuda"):
-            kwargs["device_map"] = {"": device}
+        kwargs = cls.from_pretrained_kwargs(dtype, device, local_files_only)
         model = Qwen2AudioForConditionalGeneration.from_pretrained(path, **kwargs)
         return model, processor
 
