@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
@@ -64,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     # a model apa trained (an adapter, or a model folder with apa_run.json: a full fine-tune or a
     # merged export) is decoded under the template; a base model freely (the zero-shot row)
-    trained = bool(args.adapter) or (os.path.isdir(str(args.model)) and bool(run_info(args.model)))
+    trained = bool(args.adapter or run_info(args.model))  # run_info: {} for a hub id or a folder without it
     if decoding == "auto":
         decoding = "constrained" if trained else "free"
     utts = read_manifest(args.data)

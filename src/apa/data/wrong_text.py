@@ -32,7 +32,7 @@ from apa.errors import ApaError
 # Separates the clip's id from the text's in a pair's id: "000010011~000010035".
 PAIR_SEPARATOR = "~"
 NOT_SAID_STRESS = 5
-# How many candidates (in seeded random order) are tried for a partner with no shared word.
+# How many other sentences (in seeded random order) are tried for a partner with no shared word.
 PARTNER_TRIES = 50
 # Sentence aspects that judge the words against the text (0 for a wrong text); the others
 # (fluency, prosody) keep the experts' scores for the clip.
@@ -70,15 +70,12 @@ def wrong_text_pairs(utts: Sequence[Utterance], share: float, seed: int) -> list
         raise ApaError("wrong_text needs at least two different sentences among the training utterances")
     rng = np.random.default_rng([seed, 7])
     clips = rng.choice(len(utts), size=n, replace=False)
+    vocabularies = [_vocabulary(u) for u in utts]
     pairs = []
     for i in sorted(clips):
         clip = utts[i]
-        own = _vocabulary(clip)
-        candidates = [j for j in rng.permutation(len(utts))[:PARTNER_TRIES * 4] if utts[j].text != clip.text]
-        partner = next((j for j in candidates[:PARTNER_TRIES] if not own & _vocabulary(utts[j])), None)
-        if partner is None:
-            partner = min(candidates, key=lambda j: len(own & _vocabulary(utts[j])), default=None)
-        if partner is None:  # only when nearly every text is this one; search them all
-            partner = next(j for j in range(len(utts)) if utts[j].text != clip.text)
+        order = [j for j in rng.permutation(len(utts)) if utts[j].text != clip.text][:PARTNER_TRIES]
+        # min keeps the first of the least overlapping: the first that shares no word, if any does
+        partner = min(order, key=lambda j: len(vocabularies[i] & vocabularies[j]))
         pairs.append(wrong_text_reading(clip, utts[int(partner)]))
     return pairs

