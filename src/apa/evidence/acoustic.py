@@ -235,11 +235,19 @@ def shared_model() -> AcousticModel:
         return _SHARED
 
 
+def failed_record(problem: str) -> dict[str, Any]:
+    """The record of a clip that could not be used: no alignment, and why."""
+    return {"evidence": NAME, "version": VERSION, "aligned": False, "problem": problem, "words": []}
+
+
 def clip_evidence(audio: np.ndarray, word_phones: Sequence[Sequence[str]]) -> dict[str, Any]:
-    """The evidence record of one in-memory clip (apa score, apa serve), with the shared model.
-    Never raises for the clip's sake: what the acoustic model cannot take (a phone outside its
-    set) is a record without alignment that says why, and the clip is still scored."""
+    """The evidence record of one in-memory clip with the process's shared model (apa score,
+    apa serve, and each worker of apa evidence). Never raises for the clip's sake: what the
+    acoustic model cannot take (a phone outside its set, a failure of the decoder itself) is a
+    record without alignment that says why, and the clip is still scored."""
     try:
         return shared_model().evidence(audio, word_phones)
-    except (ApaError, RuntimeError) as e:
-        return {"evidence": NAME, "version": VERSION, "aligned": False, "problem": str(e), "words": []}
+    except ApaError as e:
+        return failed_record(str(e))
+    except Exception as e:  # the decoder's own failures: recorded, never fatal to a corpus or a request
+        return failed_record(f"the acoustic model failed: {type(e).__name__}: {e}")

@@ -18,38 +18,26 @@ from typing import Sequence
 
 from apa.data.manifest import Utterance
 from apa.errors import ApaError
-from apa.evidence.acoustic import NAME, VERSION, AcousticModel
+from apa.evidence.acoustic import clip_evidence, failed_record
 from apa.evidence.store import evidence_path, missing
 from apa.predictions import append_records, read_records, rewrite_in_order
-
-_MODEL: AcousticModel | None = None
-
 
 def default_jobs() -> int:
     """Worker processes when none are asked for: the CPU count, at most 8."""
     return min(os.cpu_count() or 1, 8)
 
 
-def _worker_model() -> AcousticModel:
-    global _MODEL
-    if _MODEL is None:
-        _MODEL = AcousticModel()
-    return _MODEL
-
-
 def utterance_evidence(audio_path: str, word_phones: list[list[str]], utt_id: str) -> dict:
-    """One utterance's record (in a worker process); a clip that cannot be used gives a record
-    with its ``problem`` instead of an exception, so one bad clip never stops a corpus."""
+    """One utterance's record (in a worker process, with its own shared model); a clip that
+    cannot be used gives a record with its ``problem`` instead of an exception, so one bad
+    clip never stops a corpus."""
     from apa.data.audio import load_audio
 
     try:
-        record = _worker_model().evidence(load_audio(audio_path), word_phones)
+        audio = load_audio(audio_path)
     except ApaError as e:
-        record = {"evidence": NAME, "version": VERSION, "aligned": False, "problem": str(e)}
-    except Exception as e:  # the decoder's own failures: recorded and counted, never fatal to a corpus
-        record = {"evidence": NAME, "version": VERSION, "aligned": False,
-                  "problem": f"the acoustic model failed on {audio_path}: {type(e).__name__}: {e}"}
-    return {"id": utt_id, **record}
+        return {"id": utt_id, **failed_record(str(e))}
+    return {"id": utt_id, **clip_evidence(audio, word_phones)}
 
 
 @dataclass
