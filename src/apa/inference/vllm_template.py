@@ -3,8 +3,8 @@ next token, or at a value one of the value trie's candidates (apa.inference.slot
 
 Why not vLLM's regex structured output: it constrains characters, so the template's fixed
 text may come out in another split into tokens ("Wo" "rd" for "Word"), and the values after
-it are then chosen in another context than the hf engine's (a random small Qwen2-Audio did
-so in 4 rows of 4). Constraining tokens is exactly apa's constrained decoding: at a value the
+it are then chosen in another context than the hf engine's (a first version of this engine
+that used it: a random small Qwen2-Audio did so in 4 rows of 4). Constraining tokens is exactly apa's constrained decoding: at a value the
 allowed tokens are the trie node's candidates, the greedy choice is the highest logit among
 them, and the raw logprobs vLLM returns (computed before any processor) give the candidates'
 distribution.
